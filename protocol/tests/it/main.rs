@@ -1,0 +1,11 @@
+//! Integration tests of agentnet-protocol, built as one binary.
+#![allow(unreachable_pub)]
+
+mod did_vectors;
+mod envelope;
+mod fixtures;
+mod keyfile;
+mod robustness;
+mod roundtrip;
+mod ssi_agreement;
+mod validation;
