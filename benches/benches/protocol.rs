@@ -42,8 +42,12 @@ fn envelope(c: &mut Criterion) {
         Err(e) => panic!("benchmark card is invalid: {e}"),
     };
 
-    c.bench_function("card/seal", |b| b.iter(|| Signed::seal(&agent, black_box(card.clone()))));
-    c.bench_function("card/verify", |b| b.iter(|| SignedEnvelope::from_bytes(black_box(&wire))));
+    c.bench_function("card/seal", |b| {
+        b.iter(|| Signed::seal(&agent, black_box(card.clone())))
+    });
+    c.bench_function("card/verify", |b| {
+        b.iter(|| SignedEnvelope::from_bytes(black_box(&wire)))
+    });
     c.bench_function("card/verify_and_open", |b| {
         b.iter(|| Signed::<AgentCard>::from_bytes(black_box(&wire), &ctx))
     });

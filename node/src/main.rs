@@ -83,7 +83,10 @@ fn parse_public_key_hex(input: &str) -> Result<PublicKey> {
         .strip_prefix("0x")
         .or_else(|| hex_digits.strip_prefix("0X"))
         .unwrap_or(hex_digits);
-    if let Some((i, c)) = hex_digits.char_indices().find(|(_, c)| !c.is_ascii_hexdigit()) {
+    if let Some((i, c)) = hex_digits
+        .char_indices()
+        .find(|(_, c)| !c.is_ascii_hexdigit())
+    {
         bail!("--public-key-hex: {c:?} at position {i} is not a hexadecimal digit");
     }
     if hex_digits.len() != 64 {

@@ -6,6 +6,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use libp2p_identity::PeerId;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -27,11 +28,40 @@ pub const MAX_DID_LEN: usize = 128;
 
 /// A parsed Ed25519 `did:key` identity.
 ///
-/// Equality, ordering and hashing follow the canonical string form.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Did {
-    text: String,
+/// Equality, ordering and hashing follow the canonical string form. Cloning is cheap: the
+/// string and the decompressed key are shared.
+#[derive(Clone)]
+pub struct Did(Arc<Inner>);
+
+struct Inner {
+    text: Box<str>,
     key: PublicKey,
+}
+
+impl PartialEq for Did {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0.text == other.0.text
+    }
+}
+
+impl Eq for Did {}
+
+impl PartialOrd for Did {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Did {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.text.cmp(&other.0.text)
+    }
+}
+
+impl std::hash::Hash for Did {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.text.hash(state);
+    }
 }
 
 /// Why a string is not an Ed25519 `did:key`.
@@ -45,7 +75,9 @@ pub enum DidError {
         found: String,
     },
     /// The input is longer than [`MAX_DID_LEN`].
-    #[error("DID is {len} bytes long; an Ed25519 did:key is 56 bytes and at most {MAX_DID_LEN} are accepted")]
+    #[error(
+        "DID is {len} bytes long; an Ed25519 did:key is 56 bytes and at most {MAX_DID_LEN} are accepted"
+    )]
     TooLong {
         /// Length of the rejected input in bytes.
         len: usize,
@@ -89,24 +121,27 @@ impl Did {
         bytes.extend_from_slice(&ED25519_MULTICODEC_PREFIX);
         bytes.extend_from_slice(&key.to_bytes());
         let text = format!("{DID_KEY_PREFIX}z{}", bs58::encode(bytes).into_string());
-        Did { text, key: *key }
+        Did(Arc::new(Inner {
+            text: text.into(),
+            key: *key,
+        }))
     }
 
     /// The Ed25519 public key this DID names.
     pub fn public_key(&self) -> &PublicKey {
-        &self.key
+        &self.0.key
     }
 
     /// The canonical string form, `did:key:z6Mk…`.
     pub fn as_str(&self) -> &str {
-        &self.text
+        &self.0.text
     }
 
     /// The libp2p [`PeerId`] of the same Ed25519 key.
     ///
     /// A node's DID and its PeerId are two encodings of one key (`specs/identity.md#peer-ids`).
     pub fn to_peer_id(&self) -> PeerId {
-        self.key.to_peer_id()
+        self.0.key.to_peer_id()
     }
 
     /// The DID of the Ed25519 key inside `peer_id`, if the PeerId inlines an Ed25519 key.
@@ -148,10 +183,10 @@ impl FromStr for Did {
             .map_err(|_| DidError::WrongLength { found: rest.len() })?;
         let key = PublicKey::from_bytes(&raw).map_err(|_| DidError::InvalidKey)?;
         // base58 has exactly one encoding per byte string, so `s` is already canonical.
-        Ok(Did {
-            text: s.to_owned(),
+        Ok(Did(Arc::new(Inner {
+            text: s.into(),
             key,
-        })
+        })))
     }
 }
 
@@ -173,25 +208,25 @@ fn read_uvarint(bytes: &[u8]) -> Option<(u64, &[u8])> {
 
 impl fmt::Display for Did {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text)
+        f.write_str(&self.0.text)
     }
 }
 
 impl fmt::Debug for Did {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Did({})", self.text)
+        write!(f, "Did({})", self.0.text)
     }
 }
 
 impl AsRef<str> for Did {
     fn as_ref(&self) -> &str {
-        &self.text
+        &self.0.text
     }
 }
 
 impl Serialize for Did {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.text)
+        serializer.serialize_str(&self.0.text)
     }
 }
 

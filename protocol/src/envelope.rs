@@ -195,7 +195,9 @@ pub enum OpenError {
 ///
 /// Two envelopes with the same content id carry the same signed bytes. Receipts are
 /// cited by their content id.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct ContentId(#[serde(with = "hex_bytes")] pub [u8; 32]);
 
 impl fmt::Debug for ContentId {
@@ -414,7 +416,10 @@ impl<M: Message> Signed<M> {
     }
 
     /// Validates an already verified envelope as an `M`.
-    pub fn from_envelope(envelope: SignedEnvelope, ctx: &ValidationContext) -> Result<Self, OpenError> {
+    pub fn from_envelope(
+        envelope: SignedEnvelope,
+        ctx: &ValidationContext,
+    ) -> Result<Self, OpenError> {
         let message = envelope.open(ctx)?;
         Ok(Signed { envelope, message })
     }

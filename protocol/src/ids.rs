@@ -37,3 +37,16 @@ pub const ATTESTATION_TOPIC: &str = "agentnet/attestations/1";
 ///
 /// Spec: [`specs/protocol.md#gossip-topics`](../../../specs/protocol.md#gossip-topics).
 pub const PAUSE_TOPIC: &str = "agentnet/pauses/1";
+
+/// The message kinds a gossip topic admits; empty for a topic agentnet does not use.
+///
+/// Spec: [`specs/protocol.md#gossip-topics`](../../../specs/protocol.md#gossip-topics).
+pub fn topic_kinds(topic: &str) -> &'static [crate::Kind] {
+    use crate::Kind;
+    match topic {
+        REGISTRY_TOPIC => &[Kind::AgentCard, Kind::Tombstone],
+        ATTESTATION_TOPIC => &[Kind::TrustAttestation],
+        PAUSE_TOPIC => &[Kind::PauseNotice],
+        _ => &[],
+    }
+}

@@ -222,7 +222,11 @@ fn parse_key_file(content: &str) -> Result<Keypair, String> {
     }
     match key_type {
         Some("ed25519") => {}
-        Some(other) => return Err(format!("key type {other:?} is not supported; expected ed25519")),
+        Some(other) => {
+            return Err(format!(
+                "key type {other:?} is not supported; expected ed25519"
+            ));
+        }
         None => return Err("the `type` field is missing".into()),
     }
     let secret = secret.ok_or("the `secret` field is missing")?;
@@ -259,12 +263,21 @@ mod tests {
         assert_eq!(parse_key_file(&good).map(|k| k.did()), Ok(kp.did()));
         let cases = [
             (String::new(), "empty"),
-            (good.replace(KEY_FILE_HEADER, "agentnet-secret-key-v9"), "first line"),
+            (
+                good.replace(KEY_FILE_HEADER, "agentnet-secret-key-v9"),
+                "first line",
+            ),
             (good.replace("type: ed25519", "type: rsa"), "not supported"),
-            (good.replace("type: ed25519\n", ""), "`type` field is missing"),
+            (
+                good.replace("type: ed25519\n", ""),
+                "`type` field is missing",
+            ),
             (good.replace(&hex::encode([9u8; 32]), "zz"), "64 hex digits"),
             (
-                good.replace(&kp.did().to_string(), &Keypair::from_seed(&[8; 32]).did().to_string()),
+                good.replace(
+                    kp.did().as_str(),
+                    Keypair::from_seed(&[8; 32]).did().as_str(),
+                ),
                 "does not match",
             ),
             (format!("{good}colour: blue\n"), "unknown field"),
@@ -272,7 +285,10 @@ mod tests {
         ];
         for (content, expected) in cases {
             let err = parse_key_file(&content).expect_err(expected);
-            assert!(err.contains(expected), "{err:?} should mention {expected:?}");
+            assert!(
+                err.contains(expected),
+                "{err:?} should mention {expected:?}"
+            );
         }
     }
 }

@@ -59,12 +59,12 @@ pub use envelope::{
 pub use keyfile::{KEY_FILE_HEADER, KeyFileError, MAX_KEY_FILE_LEN, read_key_file, write_key_file};
 pub use keys::{KeyError, Keypair, PublicKey, SIGNATURE_LEN};
 pub use libp2p_identity::PeerId;
+pub use messages::IntentResponseError;
 pub use messages::{
     AgentCard, Capability, Claim, Credential, Intent, IntentId, IntentResponse, IntentResult,
     IntentStatus, Outcome, PauseAction, PauseNotice, Price, Receipt, Rejection, RejectionCode,
     Tombstone, TrustAttestation, TrustScores, Usage,
 };
-pub use messages::IntentResponseError;
 pub use sync::{
     RangeSummary, SYNC_HASH_LEN, SyncError, SyncItem, SyncRange, SyncRequest, SyncResponse,
     SyncTable,

@@ -33,8 +33,13 @@ impl SyncTable {
             1 => Ok(SyncTable::Registry),
             2 => Ok(SyncTable::Attestations),
             3 => Ok(SyncTable::Pauses),
-            0 => Err(ValidationError::Missing { field: "table".into() }),
-            n => Err(ValidationError::invalid("table", format!("unknown table {n}"))),
+            0 => Err(ValidationError::Missing {
+                field: "table".into(),
+            }),
+            n => Err(ValidationError::invalid(
+                "table",
+                format!("unknown table {n}"),
+            )),
         }
     }
 }
@@ -133,10 +138,12 @@ impl SyncRequest {
             SyncRequest::Reconcile { table, ranges } => {
                 proto::sync_request::Body::Reconcile(reconcile_to_proto(*table, ranges))
             }
-            SyncRequest::Fetch { table, keys } => proto::sync_request::Body::Fetch(proto::SyncFetch {
-                table: *table as u32,
-                keys: keys.clone(),
-            }),
+            SyncRequest::Fetch { table, keys } => {
+                proto::sync_request::Body::Fetch(proto::SyncFetch {
+                    table: *table as u32,
+                    keys: keys.clone(),
+                })
+            }
         };
         proto::SyncRequest { body: Some(body) }.encode_to_vec()
     }
@@ -144,7 +151,8 @@ impl SyncRequest {
     /// Decodes and checks a request.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, SyncError> {
         check_len(bytes)?;
-        let p = proto::SyncRequest::decode(bytes).map_err(|e| SyncError::Malformed(e.to_string()))?;
+        let p =
+            proto::SyncRequest::decode(bytes).map_err(|e| SyncError::Malformed(e.to_string()))?;
         match p.body {
             Some(proto::sync_request::Body::Reconcile(r)) => {
                 let (table, ranges) = reconcile_from_proto(r)?;
@@ -157,9 +165,15 @@ impl SyncRequest {
                     check_key(&format!("keys[{i}]"), key)?;
                 }
                 v::unique("keys", &f.keys)?;
-                Ok(SyncRequest::Fetch { table, keys: f.keys })
+                Ok(SyncRequest::Fetch {
+                    table,
+                    keys: f.keys,
+                })
             }
-            None => Err(ValidationError::Missing { field: "body".into() }.into()),
+            None => Err(ValidationError::Missing {
+                field: "body".into(),
+            }
+            .into()),
         }
     }
 }
@@ -171,9 +185,11 @@ impl SyncResponse {
             SyncResponse::Reconcile { table, ranges } => {
                 proto::sync_response::Body::Reconcile(reconcile_to_proto(*table, ranges))
             }
-            SyncResponse::Records(envelopes) => proto::sync_response::Body::Records(proto::SyncRecords {
-                envelopes: envelopes.clone(),
-            }),
+            SyncResponse::Records(envelopes) => {
+                proto::sync_response::Body::Records(proto::SyncRecords {
+                    envelopes: envelopes.clone(),
+                })
+            }
         };
         proto::SyncResponse { body: Some(body) }.encode_to_vec()
     }
@@ -182,7 +198,8 @@ impl SyncResponse {
     /// verified by the receiver.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, SyncError> {
         check_len(bytes)?;
-        let p = proto::SyncResponse::decode(bytes).map_err(|e| SyncError::Malformed(e.to_string()))?;
+        let p =
+            proto::SyncResponse::decode(bytes).map_err(|e| SyncError::Malformed(e.to_string()))?;
         match p.body {
             Some(proto::sync_response::Body::Reconcile(r)) => {
                 let (table, ranges) = reconcile_from_proto(r)?;
@@ -195,7 +212,10 @@ impl SyncResponse {
                 }
                 Ok(SyncResponse::Records(r.envelopes))
             }
-            None => Err(ValidationError::Missing { field: "body".into() }.into()),
+            None => Err(ValidationError::Missing {
+                field: "body".into(),
+            }
+            .into()),
         }
     }
 }
@@ -209,15 +229,20 @@ fn check_len(bytes: &[u8]) -> Result<(), SyncError> {
 
 fn check_key(field: &str, key: &[u8]) -> Result<(), ValidationError> {
     if key.is_empty() {
-        return Err(ValidationError::Missing { field: field.into() });
+        return Err(ValidationError::Missing {
+            field: field.into(),
+        });
     }
     v::bytes_len(field, key.len(), MAX_SYNC_KEY_LEN)
 }
 
 fn hash_field(field: &str, bytes: &[u8]) -> Result<[u8; SYNC_HASH_LEN], ValidationError> {
-    bytes
-        .try_into()
-        .map_err(|_| ValidationError::invalid(field, format!("is {} bytes; expected {SYNC_HASH_LEN}", bytes.len())))
+    bytes.try_into().map_err(|_| {
+        ValidationError::invalid(
+            field,
+            format!("is {} bytes; expected {SYNC_HASH_LEN}", bytes.len()),
+        )
+    })
 }
 
 fn reconcile_to_proto(table: SyncTable, ranges: &[SyncRange]) -> proto::SyncReconcile {
@@ -235,16 +260,18 @@ fn reconcile_to_proto(table: SyncTable, ranges: &[SyncRange]) -> proto::SyncReco
                             count: *count,
                         })
                     }
-                    RangeSummary::Items(items) => proto::sync_range::Summary::Items(proto::SyncItems {
-                        items: items
-                            .iter()
-                            .map(|i| proto::SyncItem {
-                                key: i.key.clone(),
-                                version: i.version,
-                                hash: i.hash.to_vec(),
-                            })
-                            .collect(),
-                    }),
+                    RangeSummary::Items(items) => {
+                        proto::sync_range::Summary::Items(proto::SyncItems {
+                            items: items
+                                .iter()
+                                .map(|i| proto::SyncItem {
+                                    key: i.key.clone(),
+                                    version: i.version,
+                                    hash: i.hash.to_vec(),
+                                })
+                                .collect(),
+                        })
+                    }
                 }),
             })
             .collect(),
@@ -253,7 +280,9 @@ fn reconcile_to_proto(table: SyncTable, ranges: &[SyncRange]) -> proto::SyncReco
 
 /// Converts and checks ranges: bounds within limits, `lower < upper`, ranges sorted and
 /// disjoint, items inside their range in strictly increasing key order, item totals bounded.
-fn reconcile_from_proto(r: proto::SyncReconcile) -> Result<(SyncTable, Vec<SyncRange>), ValidationError> {
+fn reconcile_from_proto(
+    r: proto::SyncReconcile,
+) -> Result<(SyncTable, Vec<SyncRange>), ValidationError> {
     let table = SyncTable::from_wire(r.table)?;
     v::count("ranges", r.ranges.len(), MAX_SYNC_RANGES)?;
     let total_items: usize = r
@@ -272,7 +301,10 @@ fn reconcile_from_proto(r: proto::SyncReconcile) -> Result<(SyncTable, Vec<SyncR
         v::bytes_len(&field("lower"), range.lower.len(), MAX_SYNC_KEY_LEN)?;
         v::bytes_len(&field("upper"), range.upper.len(), MAX_SYNC_KEY_LEN)?;
         if !range.upper.is_empty() && range.lower >= range.upper {
-            return Err(ValidationError::invalid(field("upper"), "is not above lower"));
+            return Err(ValidationError::invalid(
+                field("upper"),
+                "is not above lower",
+            ));
         }
         match &previous_upper {
             Some(prev) if prev.is_empty() => {
@@ -282,7 +314,10 @@ fn reconcile_from_proto(r: proto::SyncReconcile) -> Result<(SyncTable, Vec<SyncR
                 ));
             }
             Some(prev) if range.lower < *prev => {
-                return Err(ValidationError::invalid(field("lower"), "overlaps the previous range"));
+                return Err(ValidationError::invalid(
+                    field("lower"),
+                    "overlaps the previous range",
+                ));
             }
             _ => {}
         }
@@ -297,13 +332,19 @@ fn reconcile_from_proto(r: proto::SyncReconcile) -> Result<(SyncTable, Vec<SyncR
                 for (j, item) in items.items.into_iter().enumerate() {
                     let ifield = format!("ranges[{i}].items[{j}]");
                     check_key(&format!("{ifield}.key"), &item.key)?;
-                    let inside =
-                        item.key >= range.lower && (range.upper.is_empty() || item.key < range.upper);
+                    let inside = item.key >= range.lower
+                        && (range.upper.is_empty() || item.key < range.upper);
                     if !inside {
-                        return Err(ValidationError::invalid(ifield, "key lies outside its range"));
+                        return Err(ValidationError::invalid(
+                            ifield,
+                            "key lies outside its range",
+                        ));
                     }
                     if out.last().is_some_and(|prev| prev.key >= item.key) {
-                        return Err(ValidationError::invalid(ifield, "keys are not strictly increasing"));
+                        return Err(ValidationError::invalid(
+                            ifield,
+                            "keys are not strictly increasing",
+                        ));
                     }
                     out.push(SyncItem {
                         hash: hash_field(&format!("{ifield}.hash"), &item.hash)?,
@@ -313,7 +354,11 @@ fn reconcile_from_proto(r: proto::SyncReconcile) -> Result<(SyncTable, Vec<SyncR
                 }
                 RangeSummary::Items(out)
             }
-            None => return Err(ValidationError::Missing { field: field("summary") }),
+            None => {
+                return Err(ValidationError::Missing {
+                    field: field("summary"),
+                });
+            }
         };
         ranges.push(SyncRange {
             lower: range.lower,

@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 ///
 /// Protocol logic never reads the clock itself: callers pass `now` in (see
 /// [`ValidationContext`](crate::ValidationContext)), so tests can drive time.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Timestamp(u64);
 

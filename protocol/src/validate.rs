@@ -102,7 +102,9 @@ pub enum ValidationError {
         value: String,
     },
     /// A timestamp lies further in the future than the allowed clock skew.
-    #[error("{field} is {at}, {ahead_ms} ms after now ({now}); at most {max_skew_ms} ms of clock skew is allowed")]
+    #[error(
+        "{field} is {at}, {ahead_ms} ms after now ({now}); at most {max_skew_ms} ms of clock skew is allowed"
+    )]
     FromFuture {
         /// The field.
         field: &'static str,

@@ -100,7 +100,12 @@ impl AgentCard {
         for (i, cap) in self.capabilities.iter().enumerate() {
             let field = |f: &str| format!("capabilities[{i}].{f}");
             v::token(&field("name"), &cap.name, MAX_CAPABILITY_NAME_LEN)?;
-            v::text(&field("description"), &cap.description, MAX_CAPABILITY_DESCRIPTION_LEN, true)?;
+            v::text(
+                &field("description"),
+                &cap.description,
+                MAX_CAPABILITY_DESCRIPTION_LEN,
+                true,
+            )?;
             v::count(&field("tags"), cap.tags.len(), MAX_TAGS)?;
             for (j, tag) in cap.tags.iter().enumerate() {
                 v::token(&format!("capabilities[{i}].tags[{j}]"), tag, MAX_TAG_LEN)?;
@@ -111,20 +116,31 @@ impl AgentCard {
                 price.check(&field("price"))?;
             }
         }
-        v::unique("capabilities.name", self.capabilities.iter().map(|c| &c.name))?;
+        v::unique(
+            "capabilities.name",
+            self.capabilities.iter().map(|c| &c.name),
+        )?;
         v::count("endpoints", self.endpoints.len(), MAX_ENDPOINTS)?;
         for (i, endpoint) in self.endpoints.iter().enumerate() {
             v::name(&format!("endpoints[{i}]"), endpoint, MAX_ENDPOINT_LEN)?;
         }
         v::count("credentials", self.credentials.len(), MAX_CREDENTIALS)?;
         for (i, cred) in self.credentials.iter().enumerate() {
-            v::token(&format!("credentials[{i}].format"), &cred.format, MAX_CREDENTIAL_FORMAT_LEN)?;
+            v::token(
+                &format!("credentials[{i}].format"),
+                &cred.format,
+                MAX_CREDENTIAL_FORMAT_LEN,
+            )?;
             if cred.data.is_empty() {
                 return Err(ValidationError::Missing {
                     field: format!("credentials[{i}].data"),
                 });
             }
-            v::bytes_len(&format!("credentials[{i}].data"), cred.data.len(), MAX_CREDENTIAL_LEN)?;
+            v::bytes_len(
+                &format!("credentials[{i}].data"),
+                cred.data.len(),
+                MAX_CREDENTIAL_LEN,
+            )?;
         }
         if self.seq == 0 {
             return Err(ValidationError::invalid("seq", "must be at least 1"));
@@ -176,8 +192,9 @@ impl Wire for AgentCard {
                 })
                 .collect(),
             endpoints: p.endpoints,
-            host: PeerId::from_bytes(&p.host)
-                .map_err(|e| ValidationError::invalid("host", format!("is not a libp2p PeerId: {e}")))?,
+            host: PeerId::from_bytes(&p.host).map_err(|e| {
+                ValidationError::invalid("host", format!("is not a libp2p PeerId: {e}"))
+            })?,
             seq: p.seq,
             issued_at: Timestamp::from_millis(p.issued_at_ms),
             expires_at: Timestamp::from_millis(p.expires_at_ms),

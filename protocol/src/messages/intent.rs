@@ -29,10 +29,12 @@ impl IntentId {
 
 /// Parses a 16-byte intent id field.
 pub(super) fn intent_id_field(field: &str, bytes: &[u8]) -> Result<IntentId> {
-    bytes
-        .try_into()
-        .map(IntentId)
-        .map_err(|_| ValidationError::invalid(field, format!("is {} bytes; an intent id is 16", bytes.len())))
+    bytes.try_into().map(IntentId).map_err(|_| {
+        ValidationError::invalid(
+            field,
+            format!("is {} bytes; an intent id is 16", bytes.len()),
+        )
+    })
 }
 
 impl fmt::Display for IntentId {
@@ -65,7 +67,9 @@ impl Serialize for IntentId {
 
 impl<'de> Deserialize<'de> for IntentId {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -95,7 +99,10 @@ pub struct Intent {
 impl Intent {
     fn check_static(&self) -> Result {
         if self.from == self.to {
-            return Err(ValidationError::invalid("to", "an agent cannot send an intent to itself"));
+            return Err(ValidationError::invalid(
+                "to",
+                "an agent cannot send an intent to itself",
+            ));
         }
         v::token("capability", &self.capability, MAX_CAPABILITY_NAME_LEN)?;
         v::json("input", &self.input, MAX_INTENT_INPUT_LEN)?;
@@ -103,7 +110,13 @@ impl Intent {
             price.check("max_cost")?;
         }
         v::set("issued_at", self.issued_at)?;
-        v::lifetime(Kind::Intent, "deadline", self.issued_at, self.deadline, MAX_INTENT_TTL)
+        v::lifetime(
+            Kind::Intent,
+            "deadline",
+            self.issued_at,
+            self.deadline,
+            MAX_INTENT_TTL,
+        )
     }
 
     fn check_times(&self, ctx: &ValidationContext) -> Result {
@@ -215,7 +228,9 @@ impl IntentResult {
                     ));
                 }
                 if self.error.is_empty() {
-                    return Err(ValidationError::Missing { field: "error".into() });
+                    return Err(ValidationError::Missing {
+                        field: "error".into(),
+                    });
                 }
                 v::text("error", &self.error, MAX_ERROR_LEN, true)?;
             }
@@ -246,7 +261,9 @@ impl Wire for IntentResult {
             proto::IntentStatus::Failed => IntentStatus::Failed,
             proto::IntentStatus::Declined => IntentStatus::Declined,
             proto::IntentStatus::Unspecified => {
-                return Err(ValidationError::Missing { field: "status".into() });
+                return Err(ValidationError::Missing {
+                    field: "status".into(),
+                });
             }
         };
         let usage = p.usage.unwrap_or_default();
@@ -356,10 +373,12 @@ impl IntentResponse {
     pub fn to_bytes(&self) -> Vec<u8> {
         let body = match self {
             IntentResponse::Result(env) => proto::intent_response::Body::Result(env.to_bytes()),
-            IntentResponse::Rejected(r) => proto::intent_response::Body::Rejection(proto::Rejection {
-                code: rejection_code_to_proto(r.code) as i32,
-                message: r.message.clone(),
-            }),
+            IntentResponse::Rejected(r) => {
+                proto::intent_response::Body::Rejection(proto::Rejection {
+                    code: rejection_code_to_proto(r.code) as i32,
+                    message: r.message.clone(),
+                })
+            }
         };
         proto::IntentResponse { body: Some(body) }.encode_to_vec()
     }
@@ -370,7 +389,8 @@ impl IntentResponse {
         if bytes.len() > MAX_INTENT_RESPONSE_LEN {
             return Err(IntentResponseError::TooLarge { len: bytes.len() });
         }
-        let p = proto::IntentResponse::decode(bytes).map_err(|e| IntentResponseError::Malformed(e.to_string()))?;
+        let p = proto::IntentResponse::decode(bytes)
+            .map_err(|e| IntentResponseError::Malformed(e.to_string()))?;
         match p.body {
             Some(proto::intent_response::Body::Result(env)) => Ok(IntentResponse::Result(
                 SignedEnvelope::from_bytes_of_kind(&env, Kind::IntentResult)?,
@@ -392,9 +412,15 @@ impl IntentResponse {
                     }
                 };
                 v::text("rejection.message", &r.message, MAX_ERROR_LEN, false)?;
-                Ok(IntentResponse::Rejected(Rejection { code, message: r.message }))
+                Ok(IntentResponse::Rejected(Rejection {
+                    code,
+                    message: r.message,
+                }))
             }
-            None => Err(ValidationError::Missing { field: "body".into() }.into()),
+            None => Err(ValidationError::Missing {
+                field: "body".into(),
+            }
+            .into()),
         }
     }
 }

@@ -37,10 +37,11 @@ pub(crate) fn decode_payload<M: Message + Wire>(payload: &[u8]) -> Result<M> {
             max,
         });
     }
-    let proto = <M::Proto as prost::Message>::decode(payload).map_err(|e| ValidationError::Malformed {
-        kind: M::KIND,
-        reason: e.to_string(),
-    })?;
+    let proto =
+        <M::Proto as prost::Message>::decode(payload).map_err(|e| ValidationError::Malformed {
+            kind: M::KIND,
+            reason: e.to_string(),
+        })?;
     let message = M::from_proto(proto)?;
     message.check()?;
     Ok(message)
@@ -54,9 +55,12 @@ pub(crate) fn encode_payload<M: Wire>(message: &M) -> Vec<u8> {
 /// Converts a prost enum value, naming the field if the value is unknown or unspecified.
 pub(crate) fn known_enum<E: TryFrom<i32>>(field: &str, value: i32) -> Result<E> {
     if value == 0 {
-        return Err(ValidationError::Missing { field: field.into() });
+        return Err(ValidationError::Missing {
+            field: field.into(),
+        });
     }
-    E::try_from(value).map_err(|_| ValidationError::invalid(field, format!("unknown value {value}")))
+    E::try_from(value)
+        .map_err(|_| ValidationError::invalid(field, format!("unknown value {value}")))
 }
 
 /// Implements the wiring of [`Message`] for a type that has inherent `check_static`,
@@ -87,7 +91,10 @@ macro_rules! message {
                 self.check_times(ctx)
             }
 
-            fn check_signer(&self, signer: &$crate::Did) -> ::std::result::Result<(), $crate::ValidationError> {
+            fn check_signer(
+                &self,
+                signer: &$crate::Did,
+            ) -> ::std::result::Result<(), $crate::ValidationError> {
                 self.check_signed_by(signer)
             }
         }

@@ -88,7 +88,11 @@ impl Wire for PauseNotice {
             proto::PauseAction::Pause => PauseAction::Pause,
             proto::PauseAction::Resume => PauseAction::Resume,
             proto::PauseAction::Revoke => PauseAction::Revoke,
-            proto::PauseAction::Unspecified => return Err(ValidationError::Missing { field: "action".into() }),
+            proto::PauseAction::Unspecified => {
+                return Err(ValidationError::Missing {
+                    field: "action".into(),
+                });
+            }
         };
         // Count before parsing, so a flood of subjects costs no DID decoding.
         v::count("subjects", p.subjects.len(), MAX_PAUSE_SUBJECTS)?;

@@ -33,7 +33,11 @@ impl Outcome {
             proto::Outcome::Failure => Outcome::Failure,
             proto::Outcome::Timeout => Outcome::Timeout,
             proto::Outcome::Declined => Outcome::Declined,
-            proto::Outcome::Unspecified => return Err(ValidationError::Missing { field: field.into() }),
+            proto::Outcome::Unspecified => {
+                return Err(ValidationError::Missing {
+                    field: field.into(),
+                });
+            }
         })
     }
 
@@ -79,10 +83,16 @@ pub struct Receipt {
 impl Receipt {
     fn check_static(&self) -> Result {
         if self.caller == self.callee {
-            return Err(ValidationError::invalid("callee", "must differ from the caller"));
+            return Err(ValidationError::invalid(
+                "callee",
+                "must differ from the caller",
+            ));
         }
         if self.issuer != self.caller && self.issuer != self.callee {
-            return Err(ValidationError::invalid("issuer", "must be the caller or the callee"));
+            return Err(ValidationError::invalid(
+                "issuer",
+                "must be the caller or the callee",
+            ));
         }
         v::token("capability", &self.capability, MAX_CAPABILITY_NAME_LEN)?;
         let max_latency = u64::try_from(MAX_RECEIPT_LATENCY.as_millis()).unwrap_or(u64::MAX);
@@ -118,7 +128,11 @@ impl Receipt {
 
     /// The other party: the callee if the caller issued this receipt, and vice versa.
     pub fn counterparty(&self) -> &Did {
-        if self.issuer == self.caller { &self.callee } else { &self.caller }
+        if self.issuer == self.caller {
+            &self.callee
+        } else {
+            &self.caller
+        }
     }
 }
 
@@ -208,7 +222,10 @@ pub struct TrustAttestation {
 impl TrustAttestation {
     fn check_static(&self) -> Result {
         if self.issuer == self.subject {
-            return Err(ValidationError::invalid("subject", "an agent cannot attest to itself"));
+            return Err(ValidationError::invalid(
+                "subject",
+                "an agent cannot attest to itself",
+            ));
         }
         if let Some(cap) = &self.capability {
             v::token("capability", cap, MAX_CAPABILITY_NAME_LEN)?;
@@ -221,7 +238,10 @@ impl TrustAttestation {
                 ("scores.timeliness", s.timeliness),
             ] {
                 if !(0.0..=1.0).contains(&value) {
-                    return Err(ValidationError::invalid(field, format!("{value} is not in [0, 1]")));
+                    return Err(ValidationError::invalid(
+                        field,
+                        format!("{value} is not in [0, 1]"),
+                    ));
                 }
             }
         }
@@ -268,17 +288,28 @@ impl Wire for TrustAttestation {
                 competence: s.competence,
                 timeliness: s.timeliness,
             }),
-            Some(proto::trust_attestation::Claim::Outcome(o)) => Claim::Outcome(Outcome::from_proto("outcome", o)?),
-            None => return Err(ValidationError::Missing { field: "claim".into() }),
+            Some(proto::trust_attestation::Claim::Outcome(o)) => {
+                Claim::Outcome(Outcome::from_proto("outcome", o)?)
+            }
+            None => {
+                return Err(ValidationError::Missing {
+                    field: "claim".into(),
+                });
+            }
         };
         let receipts = p
             .receipts
             .iter()
             .enumerate()
             .map(|(i, r)| {
-                <[u8; 32]>::try_from(r.as_slice()).map(ContentId).map_err(|_| {
-                    ValidationError::invalid(format!("receipts[{i}]"), format!("is {} bytes; a content id is 32", r.len()))
-                })
+                <[u8; 32]>::try_from(r.as_slice())
+                    .map(ContentId)
+                    .map_err(|_| {
+                        ValidationError::invalid(
+                            format!("receipts[{i}]"),
+                            format!("is {} bytes; a content id is 32", r.len()),
+                        )
+                    })
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(TrustAttestation {

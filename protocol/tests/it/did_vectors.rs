@@ -71,14 +71,22 @@ fn every_bad_case_has_its_own_error() {
         assert!(expected(&err), "{input:?} gave {err:?}");
         assert!(!err.to_string().is_empty());
     };
-    check(&format!("did:web:z{body}"), |e| matches!(e, DidError::WrongPrefix { .. }));
+    check(&format!("did:web:z{body}"), |e| {
+        matches!(e, DidError::WrongPrefix { .. })
+    });
     check("", |e| matches!(e, DidError::WrongPrefix { .. }));
     check(&format!("did:key:m{body}"), |e| {
         matches!(e, DidError::WrongMultibase { found: Some('m') })
     });
-    check("did:key:", |e| matches!(e, DidError::WrongMultibase { found: None }));
-    check(&format!("did:key:z{}0", &body[..20]), |e| matches!(e, DidError::BadBase58 { .. }));
-    check(&format!("did:key:z{}l", &body[..20]), |e| matches!(e, DidError::BadBase58 { .. }));
+    check("did:key:", |e| {
+        matches!(e, DidError::WrongMultibase { found: None })
+    });
+    check(&format!("did:key:z{}0", &body[..20]), |e| {
+        matches!(e, DidError::BadBase58 { .. })
+    });
+    check(&format!("did:key:z{}l", &body[..20]), |e| {
+        matches!(e, DidError::BadBase58 { .. })
+    });
     // secp256k1-pub (0xe7) is a real did:key codec, but not ours.
     let secp = format!(
         "did:key:z{}",
@@ -95,7 +103,9 @@ fn every_bad_case_has_its_own_error() {
         bs58::encode([&[0xedu8, 0x01][..], &[9u8; 33][..]].concat()).into_string()
     );
     check(&long, |e| matches!(e, DidError::WrongLength { found: 33 }));
-    check(&format!("did:key:z{}", "1".repeat(200)), |e| matches!(e, DidError::TooLong { .. }));
+    check(&format!("did:key:z{}", "1".repeat(200)), |e| {
+        matches!(e, DidError::TooLong { .. })
+    });
     // A varint whose continuation bit promises a byte that never comes.
     let truncated = format!("did:key:z{}", bs58::encode([0xedu8]).into_string());
     check(&truncated, |e| matches!(e, DidError::BadMulticodec));
@@ -111,5 +121,8 @@ fn non_curve_points_are_refused() {
         "did:key:z{}",
         bs58::encode([&[0xedu8, 0x01][..], &not_a_point[..]].concat()).into_string()
     );
-    assert_eq!(did.parse::<Did>().expect_err("not a point"), DidError::InvalidKey);
+    assert_eq!(
+        did.parse::<Did>().expect_err("not a point"),
+        DidError::InvalidKey
+    );
 }

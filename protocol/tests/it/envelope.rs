@@ -8,19 +8,48 @@ use crate::fixtures::*;
 fn every_kind_opens_with_its_own_type() {
     let ctx = ctx();
     let e = envelopes();
-    assert_eq!(Signed::<AgentCard>::from_bytes(&e[0], &ctx).expect("card").message(), &card());
-    assert_eq!(Signed::<Tombstone>::from_bytes(&e[1], &ctx).expect("tombstone").message(), &tombstone());
-    assert_eq!(Signed::<Intent>::from_bytes(&e[2], &ctx).expect("intent").message(), &intent());
     assert_eq!(
-        Signed::<IntentResult>::from_bytes(&e[3], &ctx).expect("result").message(),
+        Signed::<AgentCard>::from_bytes(&e[0], &ctx)
+            .expect("card")
+            .message(),
+        &card()
+    );
+    assert_eq!(
+        Signed::<Tombstone>::from_bytes(&e[1], &ctx)
+            .expect("tombstone")
+            .message(),
+        &tombstone()
+    );
+    assert_eq!(
+        Signed::<Intent>::from_bytes(&e[2], &ctx)
+            .expect("intent")
+            .message(),
+        &intent()
+    );
+    assert_eq!(
+        Signed::<IntentResult>::from_bytes(&e[3], &ctx)
+            .expect("result")
+            .message(),
         &intent_result()
     );
-    assert_eq!(Signed::<Receipt>::from_bytes(&e[4], &ctx).expect("receipt").message(), &receipt());
     assert_eq!(
-        Signed::<TrustAttestation>::from_bytes(&e[5], &ctx).expect("attestation").message(),
+        Signed::<Receipt>::from_bytes(&e[4], &ctx)
+            .expect("receipt")
+            .message(),
+        &receipt()
+    );
+    assert_eq!(
+        Signed::<TrustAttestation>::from_bytes(&e[5], &ctx)
+            .expect("attestation")
+            .message(),
         &attestation()
     );
-    assert_eq!(Signed::<PauseNotice>::from_bytes(&e[6], &ctx).expect("pause").message(), &pause());
+    assert_eq!(
+        Signed::<PauseNotice>::from_bytes(&e[6], &ctx)
+            .expect("pause")
+            .message(),
+        &pause()
+    );
 }
 
 #[test]
@@ -51,7 +80,10 @@ fn a_signature_cannot_be_moved_to_another_kind() {
     let forged = relabel(&env, Kind::AgentCard);
     assert!(matches!(
         SignedEnvelope::from_bytes(&forged),
-        Err(EnvelopeError::BadSignature { kind: Kind::AgentCard, .. })
+        Err(EnvelopeError::BadSignature {
+            kind: Kind::AgentCard,
+            ..
+        })
     ));
 }
 
@@ -92,7 +124,10 @@ fn opening_as_the_wrong_type_is_refused() {
 #[test]
 fn oversized_input_is_refused_before_decoding() {
     let huge = vec![0u8; limits::MAX_ENVELOPE_LEN + 1];
-    assert!(matches!(SignedEnvelope::from_bytes(&huge), Err(EnvelopeError::TooLarge { .. })));
+    assert!(matches!(
+        SignedEnvelope::from_bytes(&huge),
+        Err(EnvelopeError::TooLarge { .. })
+    ));
     // A card-sized limit applies when a card is expected.
     let big = vec![0u8; Kind::AgentCard.max_envelope_len() + 1];
     assert!(matches!(
@@ -104,14 +139,20 @@ fn oversized_input_is_refused_before_decoding() {
     let env = raw_envelope(Kind::Tombstone as u32, &payload, &key(1));
     assert!(matches!(
         SignedEnvelope::from_bytes(&env),
-        Err(EnvelopeError::PayloadTooLarge { kind: Kind::Tombstone, .. })
+        Err(EnvelopeError::PayloadTooLarge {
+            kind: Kind::Tombstone,
+            ..
+        })
     ));
 }
 
 #[test]
 fn unknown_kinds_bad_signers_and_short_signatures_are_named() {
     let env = raw_envelope(99, b"", &key(1));
-    assert_eq!(SignedEnvelope::from_bytes(&env), Err(EnvelopeError::UnknownKind(99)));
+    assert_eq!(
+        SignedEnvelope::from_bytes(&env),
+        Err(EnvelopeError::UnknownKind(99))
+    );
 
     let good = seal(&key(1), &tombstone()).to_bytes();
     let mut short_sig = good.clone();
@@ -120,7 +161,10 @@ fn unknown_kinds_bad_signers_and_short_signatures_are_named() {
     assert!(SignedEnvelope::from_bytes(&short_sig).is_err());
 
     let wrong_signer = replace_signer(&good, "did:key:zNotADid");
-    assert!(matches!(SignedEnvelope::from_bytes(&wrong_signer), Err(EnvelopeError::BadSigner(_))));
+    assert!(matches!(
+        SignedEnvelope::from_bytes(&wrong_signer),
+        Err(EnvelopeError::BadSigner(_))
+    ));
 }
 
 #[test]
@@ -142,12 +186,17 @@ fn intent_responses_round_trip_and_verify() {
         code: RejectionCode::RateLimited,
         message: "100 intents per minute".into(),
     });
-    assert_eq!(IntentResponse::from_bytes(&rejected.to_bytes()), Ok(rejected));
+    assert_eq!(
+        IntentResponse::from_bytes(&rejected.to_bytes()),
+        Ok(rejected)
+    );
     // A response carrying a non-result envelope is refused.
     let wrong = IntentResponse::Result(seal(&key(1), &tombstone()));
     assert!(matches!(
         IntentResponse::from_bytes(&wrong.to_bytes()),
-        Err(IntentResponseError::Envelope(EnvelopeError::WrongKind { .. }))
+        Err(IntentResponseError::Envelope(
+            EnvelopeError::WrongKind { .. }
+        ))
     ));
 }
 
@@ -162,7 +211,12 @@ pub fn raw_envelope(kind: u32, payload: &[u8], signer: &Keypair) -> Vec<u8> {
 }
 
 fn relabel(env: &SignedEnvelope, kind: Kind) -> Vec<u8> {
-    encode_envelope(kind as u32, env.payload(), env.signer().as_str(), env.signature())
+    encode_envelope(
+        kind as u32,
+        env.payload(),
+        env.signer().as_str(),
+        env.signature(),
+    )
 }
 
 fn replace_signer(wire: &[u8], signer: &str) -> Vec<u8> {
@@ -175,7 +229,11 @@ pub fn encode_envelope(kind: u32, payload: &[u8], signer: &str, signature: &[u8]
     let mut out = Vec::new();
     out.push(0x08);
     varint(&mut out, u64::from(kind));
-    for (tag, bytes) in [(0x12u8, payload), (0x1a, signer.as_bytes()), (0x22, signature)] {
+    for (tag, bytes) in [
+        (0x12u8, payload),
+        (0x1a, signer.as_bytes()),
+        (0x22, signature),
+    ] {
         out.push(tag);
         varint(&mut out, bytes.len() as u64);
         out.extend_from_slice(bytes);

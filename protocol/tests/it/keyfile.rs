@@ -28,7 +28,10 @@ fn an_existing_key_is_never_overwritten_by_default() {
     assert!(matches!(err, KeyFileError::Exists { .. }), "{err}");
     assert_eq!(read_key_file(&path).expect("read").did(), first.did());
     write_key_file(&path, &Keypair::from_seed(&[2; 32]), true).expect("overwrite on request");
-    assert_eq!(read_key_file(&path).expect("read").did(), Keypair::from_seed(&[2; 32]).did());
+    assert_eq!(
+        read_key_file(&path).expect("read").did(),
+        Keypair::from_seed(&[2; 32]).did()
+    );
 }
 
 #[test]
@@ -57,9 +60,15 @@ fn garbage_and_huge_files_are_refused_with_reasons() {
     let path = dir.path().join("junk.key");
     fs::write(&path, "hello\n").expect("write");
     fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).expect("chmod");
-    assert!(matches!(read_key_file(&path), Err(KeyFileError::Format { .. })));
+    assert!(matches!(
+        read_key_file(&path),
+        Err(KeyFileError::Format { .. })
+    ));
     fs::write(&path, vec![b'a'; 10_000]).expect("write");
-    assert!(matches!(read_key_file(&path), Err(KeyFileError::TooLarge { len: 10_000, .. })));
+    assert!(matches!(
+        read_key_file(&path),
+        Err(KeyFileError::TooLarge { len: 10_000, .. })
+    ));
     assert!(matches!(
         read_key_file(&dir.path().join("missing.key")),
         Err(KeyFileError::Io { .. })

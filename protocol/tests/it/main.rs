@@ -7,5 +7,6 @@ mod fixtures;
 mod keyfile;
 mod robustness;
 mod roundtrip;
+mod spec;
 mod ssi_agreement;
 mod validation;

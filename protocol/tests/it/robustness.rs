@@ -20,10 +20,16 @@ fn a_million_hostile_inputs_never_panic() {
     let envelopes = envelopes();
     let payloads: Vec<Vec<u8>> = envelopes
         .iter()
-        .map(|e| SignedEnvelope::from_bytes(e).expect("fixture").payload().to_vec())
+        .map(|e| {
+            SignedEnvelope::from_bytes(e)
+                .expect("fixture")
+                .payload()
+                .to_vec()
+        })
         .collect();
     let others = vec![
-        IntentResponse::Result(SignedEnvelope::from_bytes(&envelopes[3]).expect("fixture")).to_bytes(),
+        IntentResponse::Result(SignedEnvelope::from_bytes(&envelopes[3]).expect("fixture"))
+            .to_bytes(),
         IntentResponse::Rejected(Rejection {
             code: RejectionCode::Paused,
             message: "paused by org".into(),
@@ -77,7 +83,10 @@ fn a_million_hostile_inputs_never_panic() {
         feed(&input, &ctx, &mut stats);
         if n % 100_000 == 0 {
             // Keep the generator's output honest: inputs must vary.
-            assert!(n == 0 || stats.accepted_envelopes < n, "every input was accepted");
+            assert!(
+                n == 0 || stats.accepted_envelopes < n,
+                "every input was accepted"
+            );
         }
     }
     let elapsed = started.elapsed();
@@ -210,7 +219,9 @@ fn mutate(rng: &mut Rng, buf: &mut Vec<u8>, corpus: &[&[u8]]) {
                 let huge: &[u8] = match rng.below(3) {
                     0 => &[0xff, 0xff, 0xff, 0xff, 0x0f],
                     1 => &[0xff; 10],
-                    _ => &[0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01],
+                    _ => &[
+                        0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01,
+                    ],
                 };
                 buf.splice(i..i, huge.iter().copied());
             }

@@ -26,32 +26,43 @@ fn text() -> impl Strategy<Value = String> {
 }
 
 fn price() -> impl Strategy<Value = Price> {
-    (0..=limits::MAX_AMOUNT_MICROS, "[A-Za-z0-9]{1,8}").prop_map(|(amount_micros, currency)| Price {
-        amount_micros,
-        currency,
+    (0..=limits::MAX_AMOUNT_MICROS, "[A-Za-z0-9]{1,8}").prop_map(|(amount_micros, currency)| {
+        Price {
+            amount_micros,
+            currency,
+        }
     })
 }
 
 fn time() -> impl Strategy<Value = (Timestamp, Timestamp)> {
-    (1u64..4_000_000_000_000, 1u64..=limits::MAX_INTENT_TTL.as_millis() as u64)
+    (
+        1u64..4_000_000_000_000,
+        1u64..=limits::MAX_INTENT_TTL.as_millis() as u64,
+    )
         .prop_map(|(t, life)| (Timestamp::from_millis(t), Timestamp::from_millis(t + life)))
 }
 
 fn json() -> impl Strategy<Value = Vec<u8>> {
-    (any::<i64>(), "[a-z ]{0,20}", any::<bool>())
-        .prop_map(|(n, s, b)| serde_json::to_vec(&serde_json::json!({"n": n, "s": s, "b": b})).expect("json"))
+    (any::<i64>(), "[a-z ]{0,20}", any::<bool>()).prop_map(|(n, s, b)| {
+        serde_json::to_vec(&serde_json::json!({"n": n, "s": s, "b": b})).expect("json")
+    })
 }
 
 fn capability() -> impl Strategy<Value = Capability> {
-    (token(), text(), proptest::collection::btree_set(token(), 0..6), "[ -~]{0,32}", option::of(price())).prop_map(
-        |(name, description, tags, version, price)| Capability {
+    (
+        token(),
+        text(),
+        proptest::collection::btree_set(token(), 0..6),
+        "[ -~]{0,32}",
+        option::of(price()),
+    )
+        .prop_map(|(name, description, tags, version, price)| Capability {
             name,
             description,
             tags: tags.into_iter().collect(),
             version,
             price,
-        },
-    )
+        })
 }
 
 fn card() -> impl Strategy<Value = (Keypair, AgentCard)> {
@@ -66,27 +77,39 @@ fn card() -> impl Strategy<Value = (Keypair, AgentCard)> {
         time(),
         vec((token(), vec(any::<u8>(), 1..64)), 0..3),
     )
-        .prop_map(|(agent, host, name, description, caps, endpoints, seq, (issued_at, expires_at), creds)| {
-            let card = AgentCard {
-                did: agent.did(),
+        .prop_map(
+            |(
+                agent,
+                host,
                 name,
                 description,
-                capabilities: caps
-                    .into_iter()
-                    .map(|(name, cap)| Capability { name, ..cap })
-                    .collect(),
+                caps,
                 endpoints,
-                host: host.peer_id(),
                 seq,
-                issued_at,
-                expires_at,
-                credentials: creds
-                    .into_iter()
-                    .map(|(format, data)| Credential { format, data })
-                    .collect(),
-            };
-            (agent, card)
-        })
+                (issued_at, expires_at),
+                creds,
+            )| {
+                let card = AgentCard {
+                    did: agent.did(),
+                    name,
+                    description,
+                    capabilities: caps
+                        .into_iter()
+                        .map(|(name, cap)| Capability { name, ..cap })
+                        .collect(),
+                    endpoints,
+                    host: host.peer_id(),
+                    seq,
+                    issued_at,
+                    expires_at,
+                    credentials: creds
+                        .into_iter()
+                        .map(|(format, data)| Credential { format, data })
+                        .collect(),
+                };
+                (agent, card)
+            },
+        )
 }
 
 fn outcome() -> impl Strategy<Value = Outcome> {
@@ -99,11 +122,17 @@ fn outcome() -> impl Strategy<Value = Outcome> {
 }
 
 /// Seals with `signer`, encodes, then verifies and opens as of `at`; the result must equal the input.
-fn round_trip<M: Message + PartialEq + std::fmt::Debug + Clone>(signer: &Keypair, message: M, at: Timestamp) {
-    let sealed = Signed::seal(signer, message.clone()).unwrap_or_else(|e| panic!("valid message refused: {e}"));
+fn round_trip<M: Message + PartialEq + std::fmt::Debug + Clone>(
+    signer: &Keypair,
+    message: M,
+    at: Timestamp,
+) {
+    let sealed = Signed::seal(signer, message.clone())
+        .unwrap_or_else(|e| panic!("valid message refused: {e}"));
     let wire = sealed.envelope().to_bytes();
     assert!(wire.len() <= M::KIND.max_envelope_len());
-    let opened = Signed::<M>::from_bytes(&wire, &ValidationContext::at(at)).unwrap_or_else(|e| panic!("{e}"));
+    let opened = Signed::<M>::from_bytes(&wire, &ValidationContext::at(at))
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(opened.message(), &message);
     assert_eq!(opened.envelope(), sealed.envelope());
     assert_eq!(M::decode(&Message::encode(&message)).as_ref(), Ok(&message));
@@ -223,4 +252,3 @@ proptest! {
         round_trip(&issuer, notice, issued_at);
     }
 }
-

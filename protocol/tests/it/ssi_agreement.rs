@@ -18,14 +18,19 @@ fn ssi_did(public_key: &[u8; 32]) -> String {
         public_key: Base64urlUInt(public_key.to_vec()),
         private_key: None,
     }));
-    DIDKey::generate(&jwk).expect("ssi generates a did:key").to_string()
+    DIDKey::generate(&jwk)
+        .expect("ssi generates a did:key")
+        .to_string()
 }
 
 fn ssi_resolve_key(did: &str) -> [u8; 32] {
     let did = DID::new(did).expect("ssi parses the DID");
     let output = pollster::block_on(DIDKey.resolve(did)).expect("ssi resolves the DID");
     let document = output.document.into_document();
-    let method = document.verification_method.first().expect("a verification method");
+    let method = document
+        .verification_method
+        .first()
+        .expect("a verification method");
     let multibase = method
         .properties
         .get("publicKeyMultibase")
@@ -46,9 +51,20 @@ fn ssi_agrees_on_a_thousand_random_keys() {
         rng.fill(&mut seed);
         let keypair = Keypair::from_seed(&seed);
         let ours = keypair.did();
-        assert_eq!(ours.as_str(), ssi_did(keypair.public().as_bytes()), "DID for seed {}", hex::encode(seed));
-        assert_eq!(&ssi_resolve_key(ours.as_str()), keypair.public().as_bytes(), "key of {ours}");
-        let reparsed: Did = ssi_did(keypair.public().as_bytes()).parse().expect("we parse ssi's DID");
+        assert_eq!(
+            ours.as_str(),
+            ssi_did(keypair.public().as_bytes()),
+            "DID for seed {}",
+            hex::encode(seed)
+        );
+        assert_eq!(
+            &ssi_resolve_key(ours.as_str()),
+            keypair.public().as_bytes(),
+            "key of {ours}"
+        );
+        let reparsed: Did = ssi_did(keypair.public().as_bytes())
+            .parse()
+            .expect("we parse ssi's DID");
         assert_eq!(reparsed, ours);
     }
 }
