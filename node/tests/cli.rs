@@ -27,7 +27,10 @@ fn key_did_prints_the_did_of_a_public_key() {
         "3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(stdout(&out), "did:key:z6MkiTBz1ymuepAQ4HEHYSF1H8quG5GLVVQR3djdX3mDooWp");
+    assert_eq!(
+        stdout(&out),
+        "did:key:z6MkiTBz1ymuepAQ4HEHYSF1H8quG5GLVVQR3djdX3mDooWp"
+    );
 }
 
 #[test]
@@ -36,16 +39,30 @@ fn key_did_explains_bad_input_and_exits_non_zero() {
         ("abc", "64 hex digits"),
         ("", "64 hex digits"),
         (&"00".repeat(33), "got 66 digits"),
-        ("zz6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29", "'z' at position 0"),
+        (
+            "zz6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29",
+            "'z' at position 0",
+        ),
         // y = 2 is not the y-coordinate of any point on edwards25519.
-        ("0200000000000000000000000000000000000000000000000000000000000000", "not a valid Ed25519 public key"),
+        (
+            "0200000000000000000000000000000000000000000000000000000000000000",
+            "not a valid Ed25519 public key",
+        ),
     ];
     for (input, expected) in cases {
         let out = agentnet(&["key", "did", "--public-key-hex", input]);
         assert!(!out.status.success(), "{input:?} was accepted");
         assert_eq!(out.status.code(), Some(1), "{input:?}");
-        assert!(stdout(&out).is_empty(), "{input:?} printed {}", stdout(&out));
-        assert!(stderr(&out).contains(expected), "{input:?}: {}", stderr(&out));
+        assert!(
+            stdout(&out).is_empty(),
+            "{input:?} printed {}",
+            stdout(&out)
+        );
+        assert!(
+            stderr(&out).contains(expected),
+            "{input:?}: {}",
+            stderr(&out)
+        );
     }
     // A missing argument is a usage error (clap's exit code 2).
     let out = agentnet(&["key", "did"]);
@@ -69,5 +86,9 @@ fn key_gen_writes_a_private_key_file_and_prints_its_did() {
     // Never overwrites.
     let again = agentnet(&["key", "gen", "--out", path_str]);
     assert!(!again.status.success());
-    assert!(stderr(&again).contains("already exists"), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("already exists"),
+        "{}",
+        stderr(&again)
+    );
 }

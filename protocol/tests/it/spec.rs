@@ -31,7 +31,10 @@ fn every_limit_is_in_the_spec_with_its_value() {
         row("MAX_DESCRIPTION_LEN", MAX_DESCRIPTION_LEN),
         row("MAX_CAPABILITIES", MAX_CAPABILITIES),
         row("MAX_CAPABILITY_NAME_LEN", MAX_CAPABILITY_NAME_LEN),
-        row("MAX_CAPABILITY_DESCRIPTION_LEN", MAX_CAPABILITY_DESCRIPTION_LEN),
+        row(
+            "MAX_CAPABILITY_DESCRIPTION_LEN",
+            MAX_CAPABILITY_DESCRIPTION_LEN,
+        ),
         row("MAX_TAGS", MAX_TAGS),
         row("MAX_TAG_LEN", MAX_TAG_LEN),
         row("MAX_VERSION_LEN", MAX_VERSION_LEN),
@@ -64,7 +67,10 @@ fn every_limit_is_in_the_spec_with_its_value() {
         row("MAX_INTENT_RESPONSE_LEN", MAX_INTENT_RESPONSE_LEN),
     ];
     for expected in rows {
-        assert!(PROTOCOL.contains(&expected), "specs/protocol.md lacks the row {expected}");
+        assert!(
+            PROTOCOL.contains(&expected),
+            "specs/protocol.md lacks the row {expected}"
+        );
     }
 }
 
@@ -74,7 +80,10 @@ fn every_kind_and_domain_tag_is_in_the_spec() {
         let tag = std::str::from_utf8(kind.domain_tag()).expect("ascii tag");
         let tag = tag.strip_suffix('\0').expect("zero-terminated");
         let expected = format!("| {kind} | {} | `{tag}\\0` |", kind as u32);
-        assert!(PROTOCOL.contains(&expected), "specs/protocol.md lacks {expected}");
+        assert!(
+            PROTOCOL.contains(&expected),
+            "specs/protocol.md lacks {expected}"
+        );
     }
 }
 
@@ -87,16 +96,25 @@ fn protocol_ids_and_topics_are_in_the_spec() {
         ("IDENTIFY_PROTOCOL_VERSION", ids::IDENTIFY_PROTOCOL_VERSION),
     ] {
         let expected = format!("`{value}` (`{name}`)");
-        assert!(PROTOCOL.contains(&expected), "specs/protocol.md lacks {expected}");
+        assert!(
+            PROTOCOL.contains(&expected),
+            "specs/protocol.md lacks {expected}"
+        );
     }
     for (name, topic) in [
         ("REGISTRY_TOPIC", ids::REGISTRY_TOPIC),
         ("ATTESTATION_TOPIC", ids::ATTESTATION_TOPIC),
         ("PAUSE_TOPIC", ids::PAUSE_TOPIC),
     ] {
-        let kinds: Vec<String> = ids::topic_kinds(topic).iter().map(|k| k.to_string()).collect();
+        let kinds: Vec<String> = ids::topic_kinds(topic)
+            .iter()
+            .map(|k| k.to_string())
+            .collect();
         let expected = format!("| `{name}` | `{topic}` | {} |", kinds.join(", "));
-        assert!(PROTOCOL.contains(&expected), "specs/protocol.md lacks {expected}");
+        assert!(
+            PROTOCOL.contains(&expected),
+            "specs/protocol.md lacks {expected}"
+        );
     }
     assert!(ids::topic_kinds("agentnet/other/1").is_empty());
 }
@@ -105,14 +123,20 @@ fn protocol_ids_and_topics_are_in_the_spec() {
 fn identity_spec_states_the_codec_and_file_header() {
     assert!(IDENTITY.contains("`0xed 0x01`"));
     assert!(IDENTITY.contains(agentnet_protocol::KEY_FILE_HEADER));
-    assert!(IDENTITY.contains(&format!("longer than {} bytes", agentnet_protocol::MAX_DID_LEN)));
+    assert!(IDENTITY.contains(&format!(
+        "longer than {} bytes",
+        agentnet_protocol::MAX_DID_LEN
+    )));
 }
 
 #[test]
 fn every_protocol_id_doc_links_its_spec_section() {
     let source = include_str!("../../src/ids.rs");
     for constant in source.lines().filter(|l| l.starts_with("pub const ")) {
-        let name = constant["pub const ".len()..].split(':').next().expect("name");
+        let name = constant["pub const ".len()..]
+            .split(':')
+            .next()
+            .expect("name");
         let doc: Vec<&str> = source
             .lines()
             .take_while(|l| *l != constant)
@@ -125,12 +149,23 @@ fn every_protocol_id_doc_links_its_spec_section() {
             .iter()
             .find_map(|l| l.split("specs/protocol.md#").nth(1))
             .unwrap_or_else(|| panic!("{name} has no link to specs/protocol.md"));
-        let anchor = link.split(|c: char| c == ')' || c == '`').next().expect("anchor");
+        let anchor = link
+            .split(|c: char| c == ')' || c == '`')
+            .next()
+            .expect("anchor");
         let heading = PROTOCOL
             .lines()
             .filter(|l| l.starts_with('#'))
-            .map(|l| l.trim_start_matches('#').trim().to_lowercase().replace(' ', "-"))
+            .map(|l| {
+                l.trim_start_matches('#')
+                    .trim()
+                    .to_lowercase()
+                    .replace(' ', "-")
+            })
             .any(|h| h == anchor);
-        assert!(heading, "{name} links #{anchor}, which is no heading in specs/protocol.md");
+        assert!(
+            heading,
+            "{name} links #{anchor}, which is no heading in specs/protocol.md"
+        );
     }
 }
