@@ -149,10 +149,7 @@ fn every_protocol_id_doc_links_its_spec_section() {
             .iter()
             .find_map(|l| l.split("specs/protocol.md#").nth(1))
             .unwrap_or_else(|| panic!("{name} has no link to specs/protocol.md"));
-        let anchor = link
-            .split(|c: char| c == ')' || c == '`')
-            .next()
-            .expect("anchor");
+        let anchor = link.split([')', '`']).next().expect("anchor");
         let heading = PROTOCOL
             .lines()
             .filter(|l| l.starts_with('#'))
