@@ -1,0 +1,509 @@
+//! The trust engine: one node's personalised view of every agent it has evidence about.
+
+use std::collections::HashMap;
+
+use agentnet_protocol::{Claim, ContentId, Did, Outcome, Receipt, Timestamp, TrustAttestation};
+
+use crate::config::TrustConfig;
+use crate::evidence::{ReceiptPair, TrustError};
+use crate::graph::Graph;
+use crate::vector::{Observation, TrustVector};
+
+const MS_PER_DAY: f64 = 86_400_000.0;
+
+/// Bounds on what the engine holds. Evidence beyond them is refused with [`TrustError::Full`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Distinct agents. Default 2,000,000.
+    pub agents: usize,
+    /// Receipts kept to back attestations. Default 20,000,000.
+    pub receipts: usize,
+    /// Attestation claims (issuer, subject, capability). Default 20,000,000.
+    pub claims: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            agents: 2_000_000,
+            receipts: 20_000_000,
+            claims: 20_000_000,
+        }
+    }
+}
+
+/// A subject's trust from this node's point of view.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct TrustScore {
+    /// The score in [0, 1] used for ranking: the prior for an unknown agent, above it for a
+    /// good record, below it for a bad one.
+    pub score: f64,
+    /// The subject's share of personalised EigenTrust mass: how much this node trusts it
+    /// as an issuer of attestations.
+    pub reputation: f64,
+    /// What the network's trusted issuers say (weighted mean claim), if anything.
+    pub opinion: Option<f64>,
+    /// Effective evidence behind `opinion`.
+    pub network_evidence: f64,
+    /// This node's own observation of the subject, if any.
+    pub direct: Option<TrustVector>,
+    /// Evidence behind `direct`.
+    pub direct_evidence: f64,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct ClaimState {
+    value: f64,
+    evidence: f64,
+    seq: u64,
+    issued_at: Timestamp,
+    expires_at: Timestamp,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct ReceiptInfo {
+    caller: u32,
+    callee: u32,
+    issuer_is_callee: bool,
+}
+
+/// Capability-less key for agent-wide claims.
+const AGENT_WIDE: u32 = u32::MAX;
+
+/// One node's trust engine: direct observations from its own agents' receipts, attestations
+/// gossiped by others, and personalised EigenTrust over the attestation graph, restarting
+/// at the node's pre-trusted set.
+///
+/// Pure logic: every method takes the time as an argument.
+#[derive(Debug)]
+pub struct TrustEngine {
+    config: TrustConfig,
+    limits: Limits,
+    index: HashMap<Did, u32>,
+    dids: Vec<Did>,
+    capabilities: HashMap<String, u32>,
+    pre_trusted: Vec<u32>,
+    graph: Graph,
+    receipts: HashMap<ContentId, ReceiptInfo>,
+    /// (issuer, subject, capability or AGENT_WIDE) → claim.
+    claims: HashMap<(u32, u32, u32), ClaimState>,
+    /// (subject, capability or AGENT_WIDE) → issuers with claims about it.
+    incoming: HashMap<(u32, u32), Vec<u32>>,
+    /// (subject, capability or AGENT_WIDE) → this node's own observation.
+    direct: HashMap<(u32, u32), Observation>,
+    /// (observer, subject) → what one of this node's agents observed; the basis of its edges.
+    own_edges: HashMap<(u32, u32), Observation>,
+}
+
+impl TrustEngine {
+    /// An engine whose pre-trusted set is `pre_trusted`: the node itself, its organisation's
+    /// gateway and its agents.
+    pub fn new(config: TrustConfig, pre_trusted: &[Did]) -> Self {
+        Self::with_limits(config, Limits::default(), pre_trusted)
+    }
+
+    /// Like [`TrustEngine::new`], with explicit bounds.
+    pub fn with_limits(config: TrustConfig, limits: Limits, pre_trusted: &[Did]) -> Self {
+        let mut engine = TrustEngine {
+            graph: Graph::new(config.restart, config.push_tolerance),
+            config,
+            limits,
+            index: HashMap::new(),
+            dids: Vec::new(),
+            capabilities: HashMap::new(),
+            pre_trusted: Vec::new(),
+            receipts: HashMap::new(),
+            claims: HashMap::new(),
+            incoming: HashMap::new(),
+            direct: HashMap::new(),
+            own_edges: HashMap::new(),
+        };
+        engine.set_pre_trusted(pre_trusted);
+        engine
+    }
+
+    /// Replaces the pre-trusted set and recomputes from scratch.
+    pub fn set_pre_trusted(&mut self, dids: &[Did]) {
+        let mut ids: Vec<u32> = dids.iter().filter_map(|d| self.intern(d).ok()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        self.pre_trusted = ids;
+        self.graph.set_source(&self.pre_trusted);
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &TrustConfig {
+        &self.config
+    }
+
+    /// Number of agents known.
+    pub fn agents(&self) -> usize {
+        self.dids.len()
+    }
+
+    /// Number of edges in the trust graph.
+    pub fn edges(&self) -> usize {
+        self.graph.edge_count()
+    }
+
+    /// Residual pushes performed by incremental updates so far.
+    pub fn pushes(&self) -> u64 {
+        self.graph.pushes()
+    }
+
+    fn intern(&mut self, did: &Did) -> Result<u32, TrustError> {
+        if let Some(&id) = self.index.get(did) {
+            return Ok(id);
+        }
+        if self.dids.len() >= self.limits.agents {
+            return Err(TrustError::Full {
+                what: "agents",
+                limit: self.limits.agents,
+            });
+        }
+        let id = self.dids.len() as u32;
+        self.index.insert(did.clone(), id);
+        self.dids.push(did.clone());
+        self.graph.ensure(id);
+        Ok(id)
+    }
+
+    fn capability_id(&mut self, capability: Option<&str>) -> u32 {
+        match capability {
+            None => AGENT_WIDE,
+            Some(name) => {
+                let next = self.capabilities.len() as u32;
+                *self.capabilities.entry(name.to_owned()).or_insert(next)
+            }
+        }
+    }
+
+    fn known_capability(&self, capability: Option<&str>) -> Option<u32> {
+        match capability {
+            None => Some(AGENT_WIDE),
+            Some(name) => self.capabilities.get(name).copied(),
+        }
+    }
+
+    /// Records the outcome of an intent sent by one of this node's agents: updates the
+    /// node's direct observation of the callee (agent-wide and for the capability), and the
+    /// caller's edge to the callee in the trust graph.
+    pub fn observe(&mut self, pair: &ReceiptPair, now: Timestamp) -> Result<(), TrustError> {
+        let caller = self.intern(pair.caller())?;
+        let callee = self.intern(pair.callee())?;
+        let cap = self.capability_id(Some(pair.capability()));
+        let signals = pair.signals();
+        let weight = pair.weight(&self.config);
+        let config = self.config;
+        for key in [(callee, AGENT_WIDE), (callee, cap)] {
+            self.direct
+                .entry(key)
+                .or_insert_with(|| Observation::new(&config, now))
+                .update(&signals, weight, &config, now);
+        }
+        let edge = self
+            .own_edges
+            .entry((caller, callee))
+            .or_insert_with(|| Observation::new(&config, now));
+        edge.update(&signals, weight, &config, now);
+        let claim = ClaimState {
+            value: edge.vector.aggregate(&config.weights),
+            evidence: edge.evidence,
+            seq: 0,
+            issued_at: now,
+            expires_at: Timestamp::from_millis(u64::MAX),
+        };
+        self.put_claim(caller, callee, AGENT_WIDE, claim, true)
+    }
+
+    /// Keeps a verified receipt so that attestations citing it can be weighed.
+    pub fn add_receipt(&mut self, id: ContentId, receipt: &Receipt) -> Result<(), TrustError> {
+        if self.receipts.contains_key(&id) {
+            return Ok(());
+        }
+        if self.receipts.len() >= self.limits.receipts {
+            return Err(TrustError::Full {
+                what: "receipts",
+                limit: self.limits.receipts,
+            });
+        }
+        let caller = self.intern(&receipt.caller)?;
+        let callee = self.intern(&receipt.callee)?;
+        self.receipts.insert(
+            id,
+            ReceiptInfo {
+                caller,
+                callee,
+                issuer_is_callee: receipt.issuer == receipt.callee,
+            },
+        );
+        Ok(())
+    }
+
+    /// Adds a verified attestation and updates trust incrementally.
+    ///
+    /// Only cited receipts that this node holds and that record an intent between the
+    /// issuer and the subject back the claim; a receipt the subject signed counts fully, one
+    /// only the issuer signed counts `receipt_weights.caller_only`. An attestation backed by
+    /// none is refused ([`TrustError::Unbacked`]); one not newer than the held claim of the
+    /// same issuer, subject and capability is refused ([`TrustError::Stale`]).
+    pub fn add_attestation(
+        &mut self,
+        attestation: &TrustAttestation,
+        now: Timestamp,
+    ) -> Result<(), TrustError> {
+        self.insert_attestation(attestation, now, true)
+    }
+
+    /// Adds many attestations, then recomputes once from scratch. Faster than one by one
+    /// when loading a store or joining a network. Returns how many were refused.
+    pub fn add_attestations<'a>(
+        &mut self,
+        attestations: impl IntoIterator<Item = &'a TrustAttestation>,
+        now: Timestamp,
+    ) -> usize {
+        let refused = attestations
+            .into_iter()
+            .filter(|a| self.insert_attestation(a, now, false).is_err())
+            .count();
+        self.graph.recompute();
+        refused
+    }
+
+    fn insert_attestation(
+        &mut self,
+        attestation: &TrustAttestation,
+        now: Timestamp,
+        incremental: bool,
+    ) -> Result<(), TrustError> {
+        if attestation.expires_at <= now {
+            return Err(TrustError::Expired {
+                expires_at: attestation.expires_at,
+            });
+        }
+        let issuer = self.intern(&attestation.issuer)?;
+        let subject = self.intern(&attestation.subject)?;
+        if self.own_edges.contains_key(&(issuer, subject)) {
+            // One of our own agents' observations, echoed back by gossip: we already hold
+            // the evidence first-hand.
+            return Ok(());
+        }
+        let cap = self.capability_id(attestation.capability.as_deref());
+        if let Some(held) = self.claims.get(&(issuer, subject, cap)) {
+            if attestation.seq <= held.seq {
+                return Err(TrustError::Stale {
+                    seq: attestation.seq,
+                    held: held.seq,
+                });
+            }
+        }
+        let w = self.config.receipt_weights;
+        let mut evidence = 0.0;
+        for id in &attestation.receipts {
+            let Some(info) = self.receipts.get(id) else {
+                continue;
+            };
+            let links = (info.caller == issuer && info.callee == subject)
+                || (info.caller == subject && info.callee == issuer);
+            if !links {
+                continue;
+            }
+            let subject_signed = if info.issuer_is_callee {
+                info.callee == subject
+            } else {
+                info.caller == subject
+            };
+            evidence += if subject_signed {
+                w.both
+            } else {
+                w.caller_only
+            };
+        }
+        if evidence <= 0.0 {
+            return Err(TrustError::Unbacked {
+                issuer: attestation.issuer.clone(),
+                subject: attestation.subject.clone(),
+            });
+        }
+        let value = match attestation.claim {
+            Claim::Scores(s) => TrustVector {
+                reliability: f64::from(s.reliability),
+                honesty: f64::from(s.honesty),
+                competence: f64::from(s.competence),
+                timeliness: f64::from(s.timeliness),
+            }
+            .aggregate(&self.config.weights),
+            Claim::Outcome(Outcome::Success) => 1.0,
+            Claim::Outcome(Outcome::Failure | Outcome::Timeout) => 0.0,
+            Claim::Outcome(_) => 0.5,
+        };
+        let claim = ClaimState {
+            value: value.clamp(0.0, 1.0),
+            evidence: evidence.min(f64::from(self.config.max_receipts_per_edge)),
+            seq: attestation.seq,
+            issued_at: attestation.issued_at,
+            expires_at: attestation.expires_at,
+        };
+        self.put_claim(issuer, subject, cap, claim, incremental)
+    }
+
+    fn put_claim(
+        &mut self,
+        issuer: u32,
+        subject: u32,
+        cap: u32,
+        claim: ClaimState,
+        incremental: bool,
+    ) -> Result<(), TrustError> {
+        let key = (issuer, subject, cap);
+        if !self.claims.contains_key(&key) {
+            if self.claims.len() >= self.limits.claims {
+                return Err(TrustError::Full {
+                    what: "claims",
+                    limit: self.limits.claims,
+                });
+            }
+            self.incoming
+                .entry((subject, cap))
+                .or_default()
+                .push(issuer);
+        }
+        self.claims.insert(key, claim);
+        if cap == AGENT_WIDE {
+            let weight = edge_weight(&claim);
+            if incremental && !self.graph.is_dirty() {
+                self.graph.set_edge(issuer, subject, weight);
+            } else {
+                self.graph.set_edge_deferred(issuer, subject, weight);
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops claims that have expired by `now` and removes their edges.
+    pub fn prune(&mut self, now: Timestamp) {
+        let expired: Vec<(u32, u32, u32)> = self
+            .claims
+            .iter()
+            .filter(|(_, c)| c.expires_at <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        for (issuer, subject, cap) in expired {
+            self.claims.remove(&(issuer, subject, cap));
+            if let Some(list) = self.incoming.get_mut(&(subject, cap)) {
+                list.retain(|&i| i != issuer);
+            }
+            if cap == AGENT_WIDE {
+                self.graph.set_edge(issuer, subject, 0.0);
+            }
+        }
+    }
+
+    /// Defers trust-vector updates: edges change without residual pushes until the next
+    /// [`TrustEngine::recompute`] (or [`TrustEngine::add_attestations`]). Scores read while
+    /// deferred use the last computed vector.
+    pub fn defer_updates(&mut self) {
+        self.graph.mark_dirty();
+    }
+
+    /// Recomputes the trust vector from scratch (power iteration).
+    pub fn recompute(&mut self) {
+        self.graph.recompute();
+    }
+
+    /// The subject's trust as of `now`, agent-wide (`capability = None`) or for one
+    /// capability.
+    ///
+    /// `score = (κ·base + e·opinion + λ·k·direct) / (κ + e + λ·k)`, where `base` is the prior
+    /// (agent-wide) or the agent-wide score (per capability), `e` the network evidence, `k`
+    /// the direct evidence, `κ = prior_strength` and `λ = direct_strength`
+    /// (`specs/trust.md#scores`).
+    pub fn score(&self, subject: &Did, capability: Option<&str>, now: Timestamp) -> TrustScore {
+        let prior = self.config.prior;
+        let Some(&id) = self.index.get(subject) else {
+            return TrustScore {
+                score: prior,
+                reputation: 0.0,
+                opinion: None,
+                network_evidence: 0.0,
+                direct: None,
+                direct_evidence: 0.0,
+            };
+        };
+        let agent = self.score_for(id, AGENT_WIDE, prior, now);
+        match capability {
+            None => agent,
+            Some(_) => match self.known_capability(capability) {
+                Some(cap) => self.score_for(id, cap, agent.score, now),
+                None => agent,
+            },
+        }
+    }
+
+    fn score_for(&self, id: u32, cap: u32, base: f64, now: Timestamp) -> TrustScore {
+        let cfg = &self.config;
+        let (opinion, network_evidence) = self.opinion(id, cap, now);
+        let direct = self.direct.get(&(id, cap)).map(|o| o.decayed(cfg, now));
+        let (d, k) = direct
+            .map(|o| (o.vector.aggregate(&cfg.weights), o.evidence))
+            .unwrap_or((base, 0.0));
+        let o = opinion.unwrap_or(base);
+        let num = cfg.prior_strength * base + network_evidence * o + cfg.direct_strength * k * d;
+        let den = cfg.prior_strength + network_evidence + cfg.direct_strength * k;
+        TrustScore {
+            score: if den > 0.0 {
+                (num / den).clamp(0.0, 1.0)
+            } else {
+                base
+            },
+            reputation: self.graph.trust(id),
+            opinion,
+            network_evidence,
+            direct: direct.map(|o| o.vector),
+            direct_evidence: k,
+        }
+    }
+
+    /// Mean claim about `(subject, cap)` weighted by each issuer's trust and evidence,
+    /// and the effective evidence behind it. An issuer counts fully once its trust reaches
+    /// what a pre-trusted agent receives by restart alone (`restart / |pre-trusted|`), and
+    /// proportionally below that; the node's own agents always count fully.
+    fn opinion(&self, subject: u32, cap: u32, now: Timestamp) -> (Option<f64>, f64) {
+        let Some(issuers) = self.incoming.get(&(subject, cap)) else {
+            return (None, 0.0);
+        };
+        let reference = self.config.restart / self.pre_trusted.len().max(1) as f64;
+        let (mut num, mut den) = (0.0, 0.0);
+        for &issuer in issuers {
+            let Some(claim) = self.claims.get(&(issuer, subject, cap)) else {
+                continue;
+            };
+            if claim.expires_at <= now {
+                continue;
+            }
+            let standing = if self.pre_trusted.binary_search(&issuer).is_ok() {
+                1.0
+            } else {
+                (self.graph.trust(issuer) / reference).min(1.0)
+            };
+            let age_days =
+                now.as_millis().saturating_sub(claim.issued_at.as_millis()) as f64 / MS_PER_DAY;
+            let weight = standing * claim.evidence * self.config.daily_decay.powf(age_days);
+            num += weight * claim.value;
+            den += weight;
+        }
+        if den <= 1e-12 {
+            (None, 0.0)
+        } else {
+            (Some(num / den), den)
+        }
+    }
+}
+
+/// Local trust that an issuer's claim passes along the graph: its evidence times how far
+/// the claimed value lies above neutral, `max(0, 2·value − 1)`. Claims at or below neutral
+/// pass no trust, as in EigenTrust's `max(sat − unsat, 0)`.
+fn edge_weight(claim: &ClaimState) -> f64 {
+    claim.evidence * (2.0 * claim.value - 1.0).max(0.0)
+}
