@@ -1,6 +1,10 @@
 //! Benchmarks for agentnet.
 //!
-//! `benches/` holds criterion micro-benchmarks (`cargo bench -p agentnet-benches`); the
-//! release-mode bench binaries that print measured figures are added beside them as the
-//! crates they measure land. See `ARCHITECTURE.md`.
+//! - `benches/`: criterion micro-benchmarks (`cargo bench -p agentnet-benches`).
+//! - `agentnet-bench`: release-mode bench binary whose commands print measured figures,
+//!   one JSON object each with `--json`.
+//! - [`trust`]: the trust attack suite and aggregation-speed measurement behind
+//!   `agentnet-bench trust-sim` and `agentnet-bench trust-aggregate`.
 #![deny(missing_docs)]
+
+pub mod trust;

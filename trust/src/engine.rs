@@ -94,6 +94,10 @@ pub struct TrustEngine {
     direct: HashMap<(u32, u32), Observation>,
     /// (observer, subject) → what one of this node's agents observed; the basis of its edges.
     own_edges: HashMap<(u32, u32), Observation>,
+    /// issuer → subjects of its agent-wide claims.
+    outgoing: HashMap<u32, Vec<u32>>,
+    /// issuer → credibility in [0, 1]; absent means not yet computed.
+    credibility: HashMap<u32, f64>,
 }
 
 impl TrustEngine {
@@ -118,6 +122,8 @@ impl TrustEngine {
             incoming: HashMap::new(),
             direct: HashMap::new(),
             own_edges: HashMap::new(),
+            outgoing: HashMap::new(),
+            credibility: HashMap::new(),
         };
         engine.set_pre_trusted(pre_trusted);
         engine
@@ -145,6 +151,11 @@ impl TrustEngine {
     /// Number of edges in the trust graph.
     pub fn edges(&self) -> usize {
         self.graph.edge_count()
+    }
+
+    /// Power iterations the last full recompute took.
+    pub fn iterations(&self) -> u32 {
+        self.graph.iterations()
     }
 
     /// Residual pushes performed by incremental updates so far.
@@ -267,7 +278,7 @@ impl TrustEngine {
             .into_iter()
             .filter(|a| self.insert_attestation(a, now, false).is_err())
             .count();
-        self.graph.recompute();
+        self.recompute();
         refused
     }
 
@@ -368,6 +379,9 @@ impl TrustEngine {
                 .entry((subject, cap))
                 .or_default()
                 .push(issuer);
+            if cap == AGENT_WIDE {
+                self.outgoing.entry(issuer).or_default().push(subject);
+            }
         }
         self.claims.insert(key, claim);
         if cap == AGENT_WIDE {
@@ -377,8 +391,54 @@ impl TrustEngine {
             } else {
                 self.graph.set_edge_deferred(issuer, subject, weight);
             }
+            self.update_credibility(issuer);
         }
         Ok(())
+    }
+
+    /// How far the issuer's claims can be believed, from how much they overstate what this
+    /// node saw first-hand (`specs/trust.md#credibility`). Pre-trusted issuers have 1.
+    ///
+    /// Over the subjects of the issuer's agent-wide claims that this node has observed
+    /// itself, `inflation = Σ w·max(0, claim − direct) / Σ w`, shrunk towards
+    /// `CREDIBILITY_PRIOR_INFLATION` with one pseudo-observation; credibility is
+    /// `max(0, 1 − inflation / MAX_INFLATION)`. An issuer with no overlap gets 0.5.
+    fn compute_credibility(&self, issuer: u32) -> f64 {
+        if self.pre_trusted.binary_search(&issuer).is_ok() {
+            return 1.0;
+        }
+        let (mut num, mut den) = (CREDIBILITY_PRIOR_INFLATION, 1.0);
+        for &subject in self.outgoing.get(&issuer).map(Vec::as_slice).unwrap_or(&[]) {
+            let (Some(claim), Some(direct)) = (
+                self.claims.get(&(issuer, subject, AGENT_WIDE)),
+                self.direct.get(&(subject, AGENT_WIDE)),
+            ) else {
+                continue;
+            };
+            if direct.evidence <= 0.0 {
+                continue;
+            }
+            let seen = direct.vector.aggregate(&self.config.weights);
+            let w = direct.evidence.min(1.0);
+            num += w * (claim.value - seen).max(0.0);
+            den += w;
+        }
+        (1.0 - (num / den) / MAX_INFLATION).clamp(0.0, 1.0)
+    }
+
+    /// Recomputes one issuer's credibility and lets only that share of the trust passing
+    /// through it follow its edges (the rest restarts at the pre-trusted set).
+    fn update_credibility(&mut self, issuer: u32) {
+        let credibility = self.compute_credibility(issuer);
+        self.credibility.insert(issuer, credibility);
+        self.graph.set_keep(issuer, credibility);
+    }
+
+    fn credibility_of(&self, issuer: u32) -> f64 {
+        match self.credibility.get(&issuer) {
+            Some(c) => *c,
+            None => self.compute_credibility(issuer),
+        }
     }
 
     /// Drops claims that have expired by `now` and removes their edges.
@@ -407,8 +467,24 @@ impl TrustEngine {
         self.graph.mark_dirty();
     }
 
-    /// Recomputes the trust vector from scratch (power iteration).
+    /// L1 distance between the current trust vector and a fresh recompute: the error that
+    /// incremental updates have accumulated. Costs a full recompute on a copy.
+    pub fn recompute_error(&self) -> f64 {
+        let mut fresh = self.graph.clone();
+        fresh.recompute();
+        (0..self.dids.len() as u32)
+            .map(|v| (fresh.trust(v) - self.graph.trust(v)).abs())
+            .sum()
+    }
+
+    /// Recomputes every issuer's credibility, then the trust vector from scratch (power
+    /// iteration).
     pub fn recompute(&mut self) {
+        self.graph.mark_dirty();
+        let issuers: Vec<u32> = self.outgoing.keys().copied().collect();
+        for issuer in issuers {
+            self.update_credibility(issuer);
+        }
         self.graph.recompute();
     }
 
@@ -485,7 +561,7 @@ impl TrustEngine {
             let standing = if self.pre_trusted.binary_search(&issuer).is_ok() {
                 1.0
             } else {
-                (self.graph.trust(issuer) / reference).min(1.0)
+                (self.graph.trust(issuer) / reference).min(1.0) * self.credibility_of(issuer)
             };
             let age_days =
                 now.as_millis().saturating_sub(claim.issued_at.as_millis()) as f64 / MS_PER_DAY;
@@ -500,6 +576,12 @@ impl TrustEngine {
         }
     }
 }
+
+/// Inflation assumed before any evidence: gives an issuer without overlap credibility 0.5.
+const CREDIBILITY_PRIOR_INFLATION: f64 = 0.125;
+
+/// Mean overstatement at which an issuer's credibility reaches 0.
+const MAX_INFLATION: f64 = 0.25;
 
 /// Local trust that an issuer's claim passes along the graph: its evidence times how far
 /// the claimed value lies above neutral, `max(0, 2·value − 1)`. Claims at or below neutral

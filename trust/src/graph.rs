@@ -28,6 +28,8 @@ pub(crate) struct Graph {
     tolerance: f64,
     out: Vec<Vec<(u32, f64)>>,
     out_sum: Vec<f64>,
+    /// Share of a node's outflow that follows its edges; the rest restarts. 1 by default.
+    keep: Vec<f64>,
     source: Vec<(u32, f64)>,
     source_dense: Vec<f64>,
     p: Vec<f64>,
@@ -37,6 +39,7 @@ pub(crate) struct Graph {
     /// Edges changed without pushing; `recompute` must run before reading.
     dirty: bool,
     pushes: u64,
+    iterations: u32,
 }
 
 impl Graph {
@@ -46,6 +49,7 @@ impl Graph {
             tolerance: tolerance.max(0.0),
             out: Vec::new(),
             out_sum: Vec::new(),
+            keep: Vec::new(),
             source: Vec::new(),
             source_dense: Vec::new(),
             p: Vec::new(),
@@ -54,6 +58,7 @@ impl Graph {
             queue: VecDeque::new(),
             dirty: false,
             pushes: 0,
+            iterations: 0,
         }
     }
 
@@ -64,6 +69,7 @@ impl Graph {
         if self.out.len() < n {
             self.out.resize_with(n, Vec::new);
             self.out_sum.resize(n, 0.0);
+            self.keep.resize(n, 1.0);
             self.source_dense.resize(n, 0.0);
             self.p.resize(n, 0.0);
             self.r.resize(n, 0.0);
@@ -107,6 +113,11 @@ impl Graph {
         self.p.get(v as usize).copied().unwrap_or(0.0).max(0.0)
     }
 
+    /// Power iterations the last `recompute` took.
+    pub(crate) fn iterations(&self) -> u32 {
+        self.iterations
+    }
+
     /// Enters deferred mode: edge changes are written without pushes until `recompute`.
     pub(crate) fn mark_dirty(&mut self) {
         self.dirty = true;
@@ -117,15 +128,56 @@ impl Graph {
         self.dirty
     }
 
-    /// The normalised row of `u`: its out-edges, or the restart distribution if it has none.
+    /// The normalised row of `u`: `keep(u)` of it along its out-edges and the rest to the
+    /// restart distribution; all of it to the restart distribution if it has no edges.
     fn row(&self, u: u32) -> Vec<(u32, f64)> {
         let u = u as usize;
         if self.out_sum[u] > 0.0 {
-            let sum = self.out_sum[u];
-            self.out[u].iter().map(|&(v, w)| (v, w / sum)).collect()
+            let scale = self.keep[u] / self.out_sum[u];
+            let rest = 1.0 - self.keep[u];
+            let mut row: Vec<(u32, f64)> =
+                self.out[u].iter().map(|&(v, w)| (v, w * scale)).collect();
+            if rest > 0.0 {
+                row.extend(self.source.iter().map(|&(v, s)| (v, s * rest)));
+            }
+            row
         } else {
             self.source.clone()
         }
+    }
+
+    /// Sets the share of `u`'s outflow that follows its edges (clamped to [0, 1]); the
+    /// rest returns to the restart distribution. Updates incrementally unless deferred.
+    pub(crate) fn set_keep(&mut self, u: u32, keep: f64) {
+        self.ensure(u);
+        let keep = keep.clamp(0.0, 1.0);
+        if (self.keep[u as usize] - keep).abs() < 1e-12 {
+            return;
+        }
+        if self.dirty {
+            self.keep[u as usize] = keep;
+            return;
+        }
+        let before = self.row(u);
+        self.keep[u as usize] = keep;
+        let after = self.row(u);
+        self.adjust(u, &before, &after);
+    }
+
+    /// Restores the invariant after the row of `u` changed from `before` to `after`, then pushes.
+    fn adjust(&mut self, u: u32, before: &[(u32, f64)], after: &[(u32, f64)]) {
+        let scale = (1.0 - self.restart) / self.restart * self.p[u as usize];
+        if scale != 0.0 {
+            for &(x, w) in before {
+                self.r[x as usize] -= scale * w;
+                self.enqueue(x);
+            }
+            for &(x, w) in after {
+                self.r[x as usize] += scale * w;
+                self.enqueue(x);
+            }
+        }
+        self.push();
     }
 
     fn write_edge(&mut self, u: u32, v: u32, weight: f64) {
@@ -153,18 +205,7 @@ impl Graph {
         let before = self.row(u);
         self.write_edge(u, v, weight);
         let after = self.row(u);
-        let scale = (1.0 - self.restart) / self.restart * self.p[u as usize];
-        if scale != 0.0 {
-            for &(x, w) in &before {
-                self.r[x as usize] -= scale * w;
-                self.enqueue(x);
-            }
-            for &(x, w) in &after {
-                self.r[x as usize] += scale * w;
-                self.enqueue(x);
-            }
-        }
-        self.push();
+        self.adjust(u, &before, &after);
     }
 
     /// Sets an edge without updating the trust vector; call [`Graph::recompute`] after a batch.
@@ -199,17 +240,20 @@ impl Graph {
             self.p[ui] += a * ru;
             self.r[ui] = 0.0;
             let spread = (1.0 - a) * ru;
+            let mut restart_share = 1.0;
             if self.out_sum[ui] > 0.0 {
-                let sum = self.out_sum[ui];
+                let scale = spread * self.keep[ui] / self.out_sum[ui];
+                restart_share = 1.0 - self.keep[ui];
                 for k in 0..self.out[ui].len() {
                     let (v, w) = self.out[ui][k];
-                    self.r[v as usize] += spread * w / sum;
+                    self.r[v as usize] += scale * w;
                     self.enqueue(v);
                 }
-            } else {
+            }
+            if restart_share > 0.0 {
                 for k in 0..self.source.len() {
                     let (v, s) = self.source[k];
-                    self.r[v as usize] += spread * s;
+                    self.r[v as usize] += spread * restart_share * s;
                     self.enqueue(v);
                 }
             }
@@ -225,10 +269,11 @@ impl Graph {
                 continue;
             }
             if self.out_sum[u] > 0.0 {
-                let scale = pu / self.out_sum[u];
+                let scale = pu * self.keep[u] / self.out_sum[u];
                 for &(v, w) in &self.out[u] {
                     next[v as usize] += scale * w;
                 }
+                dangling += pu * (1.0 - self.keep[u]);
             } else {
                 dangling += pu;
             }
@@ -246,7 +291,9 @@ impl Graph {
         let n = self.out.len();
         let mut t = self.source_dense.clone();
         t.resize(n, 0.0);
+        self.iterations = 0;
         for _ in 0..1000 {
+            self.iterations += 1;
             let mut next = self.propagate(&t);
             let mut delta = 0.0;
             for v in 0..n {
@@ -336,6 +383,25 @@ mod tests {
         let err = l1(&inc, &full);
         assert!(err < 1e-6, "L1 error {err}");
         assert!(inc.pushes() > 0);
+    }
+
+    #[test]
+    fn keep_factors_update_incrementally_and_cut_loops() {
+        let mut g = Graph::new(0.15, 1e-14);
+        g.set_source(&[0]);
+        g.set_edge(0, 1, 1.0);
+        g.set_edge(1, 2, 1.0);
+        g.set_edge(2, 3, 1.0);
+        g.set_edge(3, 2, 1.0); // a closed pair that traps mass
+        let trapped = g.trust(2) + g.trust(3);
+        g.set_keep(1, 0.2);
+        let mut full = g.clone();
+        full.recompute();
+        assert!(l1(&g, &full) < 1e-9);
+        assert!(
+            g.trust(2) + g.trust(3) < trapped / 3.0,
+            "little flows past a doubtful node"
+        );
     }
 
     #[test]

@@ -1,0 +1,118 @@
+//! `agentnet-bench`: release-mode benchmarks that print measured figures.
+//!
+//! Run with `cargo run --release -p agentnet-benches --bin agentnet-bench -- <command> --json`.
+
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use agentnet_benches::trust;
+
+/// agentnet benchmarks. Each command prints one JSON object with `--json`.
+#[derive(Debug, Parser)]
+#[command(name = "agentnet-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Attack simulations against the trust engine: sybil ring, camouflage, collusion,
+    /// whitewashing. Checks the bars and exits non-zero if one fails.
+    TrustSim {
+        /// Which scenarios to run.
+        #[arg(long, value_enum, default_value_t = Scenario::All)]
+        scenario: Scenario,
+        /// Seed of every random choice.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Divide every population by this factor (1 = the full sizes from the issue).
+        #[arg(long, default_value_t = 1)]
+        scale: usize,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Aggregation speed: a from-scratch computation over N agents and M attestations, and
+    /// single incremental updates measured against a full recompute in the same run.
+    TrustAggregate {
+        /// Agents.
+        #[arg(long, default_value_t = 10_000)]
+        agents: usize,
+        /// Attestations (each backed by its own receipt).
+        #[arg(long, default_value_t = 1_000_000)]
+        attestations: usize,
+        /// Incremental updates to time.
+        #[arg(long, default_value_t = 1_000)]
+        updates: usize,
+        /// Seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    All,
+    Sybil,
+    Camouflage,
+    Collusion,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::TrustSim {
+            scenario,
+            seed,
+            scale,
+            json,
+        } => {
+            let want = |s: Scenario| scenario == Scenario::All || scenario == s;
+            let report = trust::attack_suite(
+                seed,
+                scale,
+                want(Scenario::Sybil),
+                want(Scenario::Camouflage),
+                want(Scenario::Collusion),
+            );
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{}", report.table());
+            }
+            if !report.failures.is_empty() {
+                bail!("bars not met: {}", report.failures.join("; "));
+            }
+        }
+        Command::TrustAggregate {
+            agents,
+            attestations,
+            updates,
+            seed,
+            json,
+        } => {
+            let report = trust::aggregate(agents, attestations, updates, seed);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{report:#?}");
+            }
+        }
+    }
+    Ok(())
+}
