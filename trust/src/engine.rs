@@ -2,7 +2,9 @@
 
 use std::collections::HashMap;
 
-use agentnet_protocol::{Claim, ContentId, Did, Outcome, Receipt, Timestamp, TrustAttestation};
+use agentnet_protocol::{
+    Claim, ContentId, Did, IntentId, Outcome, Receipt, Timestamp, TrustAttestation,
+};
 
 use crate::config::TrustConfig;
 use crate::evidence::{ReceiptPair, TrustError};
@@ -54,7 +56,10 @@ pub struct TrustScore {
 
 #[derive(Clone, Copy, Debug)]
 struct ClaimState {
+    /// The claim, cut back to what its receipts support.
     value: f64,
+    /// The claim as the issuer made it; credibility judges this.
+    stated: f64,
     evidence: f64,
     seq: u64,
     issued_at: Timestamp,
@@ -63,6 +68,7 @@ struct ClaimState {
 
 #[derive(Clone, Copy, Debug)]
 struct ReceiptInfo {
+    intent: IntentId,
     caller: u32,
     callee: u32,
     issuer_is_callee: bool,
@@ -218,8 +224,10 @@ impl TrustEngine {
             .entry((caller, callee))
             .or_insert_with(|| Observation::new(&config, now));
         edge.update(&signals, weight, &config, now);
+        let value = edge.vector.aggregate(&config.weights);
         let claim = ClaimState {
-            value: edge.vector.aggregate(&config.weights),
+            value,
+            stated: value,
             evidence: edge.evidence,
             seq: 0,
             issued_at: now,
@@ -244,6 +252,7 @@ impl TrustEngine {
         self.receipts.insert(
             id,
             ReceiptInfo {
+                intent: receipt.intent_id,
                 caller,
                 callee,
                 issuer_is_callee: receipt.issuer == receipt.callee,
@@ -309,8 +318,10 @@ impl TrustEngine {
                 });
             }
         }
+        // Each backed intent counts once, at the weight of its strongest receipt: one the
+        // subject signed counts fully, one only the issuer signed counts less.
         let w = self.config.receipt_weights;
-        let mut evidence = 0.0;
+        let mut intents: Vec<(IntentId, f64)> = Vec::new();
         for id in &attestation.receipts {
             let Some(info) = self.receipts.get(id) else {
                 continue;
@@ -325,12 +336,24 @@ impl TrustEngine {
             } else {
                 info.caller == subject
             };
-            evidence += if subject_signed {
+            let weight = if subject_signed {
                 w.both
             } else {
                 w.caller_only
             };
+            match intents.iter_mut().find(|(i, _)| *i == info.intent) {
+                Some((_, best)) => *best = best.max(weight),
+                None => intents.push((info.intent, weight)),
+            }
         }
+        let evidence: f64 = intents.iter().map(|(_, w)| w).sum();
+        // The most an exponential moving average starting at the prior can move with this
+        // evidence: a claim stronger than its receipts can support is cut back to it.
+        let support = 1.0
+            - intents
+                .iter()
+                .map(|(_, w)| 1.0 - (self.config.alpha * w).clamp(0.0, 1.0))
+                .product::<f64>();
         if evidence <= 0.0 {
             return Err(TrustError::Unbacked {
                 issuer: attestation.issuer.clone(),
@@ -349,9 +372,13 @@ impl TrustEngine {
             Claim::Outcome(Outcome::Failure | Outcome::Timeout) => 0.0,
             Claim::Outcome(_) => 0.5,
         };
+        let prior = self.config.prior;
+        let stated = value.clamp(0.0, 1.0);
+        let supported = prior + (stated - prior).clamp(-support * prior, support * (1.0 - prior));
         let claim = ClaimState {
-            value: value.clamp(0.0, 1.0),
-            evidence: evidence.min(f64::from(self.config.max_receipts_per_edge)),
+            value: supported.clamp(0.0, 1.0),
+            stated,
+            evidence: receipt_evidence(evidence, self.config.max_receipts_per_edge),
             seq: attestation.seq,
             issued_at: attestation.issued_at,
             expires_at: attestation.expires_at,
@@ -402,7 +429,7 @@ impl TrustEngine {
     /// Over the subjects of the issuer's agent-wide claims that this node has observed
     /// itself, `inflation = Σ w·max(0, claim − direct) / Σ w`, shrunk towards
     /// `CREDIBILITY_PRIOR_INFLATION` with one pseudo-observation; credibility is
-    /// `max(0, 1 − inflation / MAX_INFLATION)`. An issuer with no overlap gets 0.5.
+    /// `max(0, 1 − inflation / MAX_INFLATION)`. An issuer with no overlap gets 0.1.
     fn compute_credibility(&self, issuer: u32) -> f64 {
         if self.pre_trusted.binary_search(&issuer).is_ok() {
             return 1.0;
@@ -420,7 +447,7 @@ impl TrustEngine {
             }
             let seen = direct.vector.aggregate(&self.config.weights);
             let w = direct.evidence.min(1.0);
-            num += w * (claim.value - seen).max(0.0);
+            num += w * (claim.stated - seen).max(0.0);
             den += w;
         }
         (1.0 - (num / den) / MAX_INFLATION).clamp(0.0, 1.0)
@@ -577,8 +604,16 @@ impl TrustEngine {
     }
 }
 
-/// Inflation assumed before any evidence: gives an issuer without overlap credibility 0.5.
-const CREDIBILITY_PRIOR_INFLATION: f64 = 0.125;
+/// Evidence of `n` (weighted) receipts: `1 + ln(n)` for n ≥ 1, and `n` below, capped at
+/// the value for `max` receipts. Logarithmic, so an issuer that fakes many intents with
+/// the same subject gains little over one honest interaction.
+fn receipt_evidence(n: f64, max: u32) -> f64 {
+    let n = n.min(f64::from(max.max(1)));
+    if n >= 1.0 { 1.0 + n.ln() } else { n }
+}
+
+/// Inflation assumed before any evidence: gives an issuer without overlap credibility 0.1.
+const CREDIBILITY_PRIOR_INFLATION: f64 = 0.225;
 
 /// Mean overstatement at which an issuer's credibility reaches 0.
 const MAX_INFLATION: f64 = 0.25;

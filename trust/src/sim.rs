@@ -135,6 +135,8 @@ pub struct SimReport {
     pub malicious_share: f64,
     /// The share over the second half of the rounds.
     pub malicious_share_second_half: f64,
+    /// The share in each round.
+    pub malicious_share_by_round: Vec<f64>,
     /// Honest queries ranked after the sybil ring joined.
     pub sybil_queries: u64,
     /// Share of those with at most one sybil (or the target) in the top 10.
@@ -470,7 +472,9 @@ pub fn run(config: &SimConfig) -> SimReport {
     let (mut sybil_queries, mut at_most_one, mut max_sybils, mut target_hits) =
         (0u64, 0u64, 0usize, 0u64);
     let mut sybils_joined = false;
+    let mut by_round = Vec::with_capacity(config.rounds);
     for round in 0..config.rounds {
+        let (mut round_intents, mut round_bad) = (0u64, 0u64);
         if config.sybils > 0 && round == config.sybil_join_round {
             w.join_sybils();
             sybils_joined = true;
@@ -532,6 +536,8 @@ pub fn run(config: &SimConfig) -> SimReport {
             let pair = w.interact(caller, callee, seen, claimed);
             let now = w.now;
             let _ = w.engines[org].observe(&pair, now);
+            round_intents += 1;
+            round_bad += u64::from(w.is_bad(callee));
             if round >= config.warm_up_rounds {
                 intents += 1;
                 to_bad += u64::from(w.is_bad(callee));
@@ -563,6 +569,11 @@ pub fn run(config: &SimConfig) -> SimReport {
         w.publish();
         w.deliver();
         w.now = w.now.saturating_add(ROUND);
+        by_round.push(if round_intents == 0 {
+            0.0
+        } else {
+            round_bad as f64 / round_intents as f64
+        });
     }
     let whitewash = (config.malicious > 0).then(|| whitewash(&mut w, &malicious));
     let share = |bad: u64, all: u64| {
@@ -578,6 +589,7 @@ pub fn run(config: &SimConfig) -> SimReport {
         to_malicious: to_bad,
         malicious_share: share(to_bad, intents),
         malicious_share_second_half: share(late_bad, late_intents),
+        malicious_share_by_round: by_round,
         sybil_queries,
         share_at_most_one_sybil_in_top10: share(at_most_one, sybil_queries),
         max_sybils_in_top10: max_sybils,
