@@ -544,6 +544,23 @@ impl TrustEngine {
         }
     }
 
+    /// Ranks `candidates` for `capability`: by score, then, between equal scores, by
+    /// reputation (an agent that trusted issuers vouch for before one only doubtful
+    /// issuers vouch for). Highest first; equal on both keeps the input order.
+    pub fn rank<'a>(
+        &self,
+        candidates: impl IntoIterator<Item = &'a Did>,
+        capability: Option<&str>,
+        now: Timestamp,
+    ) -> Vec<(&'a Did, TrustScore)> {
+        let mut ranked: Vec<(&Did, TrustScore)> = candidates
+            .into_iter()
+            .map(|did| (did, self.score(did, capability, now)))
+            .collect();
+        ranked.sort_by(|(_, a), (_, b)| compare_scores(b, a));
+        ranked
+    }
+
     fn score_for(&self, id: u32, cap: u32, base: f64, now: Timestamp) -> TrustScore {
         let cfg = &self.config;
         let (opinion, network_evidence) = self.opinion(id, cap, now);
@@ -602,6 +619,15 @@ impl TrustEngine {
             (Some(num / den), den)
         }
     }
+}
+
+/// Orders scores by value rounded to 1e-9 (so rounding noise does not decide), then by
+/// reputation. A total order, as sorting requires.
+pub(crate) fn compare_scores(a: &TrustScore, b: &TrustScore) -> std::cmp::Ordering {
+    let key = |s: &TrustScore| (s.score * 1e9).round() as i64;
+    key(a)
+        .cmp(&key(b))
+        .then_with(|| a.reputation.total_cmp(&b.reputation))
 }
 
 /// Evidence of `n` (weighted) receipts: `1 + ln(n)` for n ≥ 1, and `n` below, capped at

@@ -447,18 +447,20 @@ impl World {
 
     fn rank(&mut self, org: usize, cap: usize, caller: usize) -> Vec<(usize, f64)> {
         let name = capability(cap);
-        let mut ranked: Vec<(usize, f64, u64)> = self.providers[cap]
+        // Shuffle first, so that candidates equal on score and reputation come in random order.
+        let mut candidates: Vec<(u64, usize)> = self.providers[cap]
             .iter()
             .filter(|&&p| p != caller)
-            .map(|&p| {
-                let s = self.engines[org]
-                    .score(&self.dids[p], Some(&name), self.now)
-                    .score;
-                (p, s, self.rng.next_u64())
-            })
+            .map(|&p| (self.rng.next_u64(), p))
             .collect();
-        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.2.cmp(&b.2)));
-        ranked.into_iter().map(|(p, s, _)| (p, s)).collect()
+        candidates.sort_unstable();
+        let engine = &self.engines[org];
+        let mut ranked: Vec<(usize, crate::TrustScore)> = candidates
+            .into_iter()
+            .map(|(_, p)| (p, engine.score(&self.dids[p], Some(&name), self.now)))
+            .collect();
+        ranked.sort_by(|(_, a), (_, b)| crate::engine::compare_scores(b, a));
+        ranked.into_iter().map(|(p, s)| (p, s.score)).collect()
     }
 }
 
