@@ -95,13 +95,11 @@ pub fn attack_suite(
 pub fn check(runs: &[(String, SimReport)]) -> Vec<String> {
     let mut failures = Vec::new();
     for (name, r) in runs {
-        if r.config.sybils > 0 {
-            if r.share_at_most_one_sybil_in_top10 < SYBIL_BAR {
-                failures.push(format!(
-                    "{name}: {:.4} of queries had at most one sybil in the top 10 (bar {SYBIL_BAR})",
-                    r.share_at_most_one_sybil_in_top10
-                ));
-            }
+        if r.config.sybils > 0 && r.share_at_most_one_sybil_in_top10 < SYBIL_BAR {
+            failures.push(format!(
+                "{name}: {:.4} of queries had at most one sybil in the top 10 (bar {SYBIL_BAR})",
+                r.share_at_most_one_sybil_in_top10
+            ));
         }
         if r.config.malicious > 0 && r.malicious_share > MALICIOUS_BAR {
             failures.push(format!(

@@ -310,13 +310,13 @@ impl TrustEngine {
             return Ok(());
         }
         let cap = self.capability_id(attestation.capability.as_deref());
-        if let Some(held) = self.claims.get(&(issuer, subject, cap)) {
-            if attestation.seq <= held.seq {
-                return Err(TrustError::Stale {
-                    seq: attestation.seq,
-                    held: held.seq,
-                });
-            }
+        if let Some(held) = self.claims.get(&(issuer, subject, cap))
+            && attestation.seq <= held.seq
+        {
+            return Err(TrustError::Stale {
+                seq: attestation.seq,
+                held: held.seq,
+            });
         }
         // Each backed intent counts once, at the weight of its strongest receipt: one the
         // subject signed counts fully, one only the issuer signed counts less.

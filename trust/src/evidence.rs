@@ -87,21 +87,21 @@ impl ReceiptPair {
     /// Pairs the receipts, checking that each is issued by its side and that both describe
     /// the same intent, parties and capability.
     pub fn new(caller: Option<Receipt>, callee: Option<Receipt>) -> Result<Self, TrustError> {
-        if let Some(r) = &caller {
-            if r.issuer != r.caller {
-                return Err(TrustError::WrongIssuer {
-                    side: "caller",
-                    issuer: r.issuer.clone(),
-                });
-            }
+        if let Some(r) = &caller
+            && r.issuer != r.caller
+        {
+            return Err(TrustError::WrongIssuer {
+                side: "caller",
+                issuer: r.issuer.clone(),
+            });
         }
-        if let Some(r) = &callee {
-            if r.issuer != r.callee {
-                return Err(TrustError::WrongIssuer {
-                    side: "callee",
-                    issuer: r.issuer.clone(),
-                });
-            }
+        if let Some(r) = &callee
+            && r.issuer != r.callee
+        {
+            return Err(TrustError::WrongIssuer {
+                side: "callee",
+                issuer: r.issuer.clone(),
+            });
         }
         if let (Some(a), Some(b)) = (&caller, &callee) {
             let mismatch = if a.intent_id != b.intent_id {
@@ -174,10 +174,10 @@ impl ReceiptPair {
         let r = self.primary();
         let mut signals = outcome_signals(r.outcome, r.latency_ms, r.time_allowed_ms);
         signals.honesty = Some(cost_honesty(r.max_cost.as_ref(), r.cost.as_ref()));
-        if let Some(b) = &self.confirmation {
-            if r.outcome != b.outcome || r.cost != b.cost {
-                signals.honesty = Some(0.0);
-            }
+        if let Some(b) = &self.confirmation
+            && (r.outcome != b.outcome || r.cost != b.cost)
+        {
+            signals.honesty = Some(0.0);
         }
         signals
     }

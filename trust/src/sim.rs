@@ -112,12 +112,14 @@ impl SimConfig {
         }
     }
 
-    /// Scales every population down by `factor` (for quick tests).
+    /// Scales every population, and the number of capabilities, down by `factor`, so that
+    /// each capability keeps about as many providers (for quick tests).
     pub fn scaled(mut self, factor: usize) -> Self {
         let f = factor.max(1);
         self.honest = (self.honest / f).max(self.orgs * 2);
         self.malicious /= f;
         self.sybils /= f;
+        self.capabilities = (self.capabilities / f).max(1);
         self
     }
 }
@@ -358,7 +360,7 @@ impl World {
     }
 
     fn join_sybils(&mut self) {
-        let mut rng = Rng(self.config.seed ^ 0x5eed_0f_5b11);
+        let mut rng = Rng(self.config.seed ^ 0x005e_ed0f_5b11);
         let target = self.add_agent(Role::Target, &mut rng);
         let first = self.dids.len();
         for _ in 0..self.config.sybils {

@@ -1,0 +1,4 @@
+//! Integration tests of agentnet-trust, built as one binary.
+
+mod engine;
+mod simulation;
