@@ -7,4 +7,5 @@
 //!   `agentnet-bench trust-sim` and `agentnet-bench trust-aggregate`.
 #![deny(missing_docs)]
 
+pub mod retrieval;
 pub mod trust;

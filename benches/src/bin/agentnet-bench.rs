@@ -35,6 +35,30 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Retrieval quality on a JSONL catalog and queries, against plain BM25 in the same run.
+    Retrieval {
+        /// Catalog JSONL: {"id", "name", "description", "tags"} per line.
+        #[arg(long)]
+        catalog: std::path::PathBuf,
+        /// Queries JSONL: {"query", "relevant": [id, ...]} per line.
+        #[arg(long)]
+        queries: std::path::PathBuf,
+        /// The embedder: lexical.
+        #[arg(long, default_value = "lexical")]
+        embedder: String,
+        /// Lexical embedder: vector dimension.
+        #[arg(long, default_value_t = agentnet_discovery::LexicalConfig::default().dim)]
+        dim: usize,
+        /// Lexical embedder: total weight of a word's character n-grams.
+        #[arg(long, default_value_t = agentnet_discovery::LexicalConfig::default().ngram_weight)]
+        ngram_weight: f32,
+        /// Lexical embedder: weight of adjacent word pairs.
+        #[arg(long, default_value_t = agentnet_discovery::LexicalConfig::default().bigram_weight)]
+        bigram_weight: f32,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Aggregation speed: a from-scratch computation over N agents and M attestations, and
     /// single incremental updates measured against a full recompute in the same run.
     TrustAggregate {
@@ -97,6 +121,26 @@ fn run(cli: Cli) -> Result<()> {
             }
             if !report.failures.is_empty() {
                 bail!("bars not met: {}", report.failures.join("; "));
+            }
+        }
+        Command::Retrieval {
+            catalog,
+            queries,
+            embedder,
+            dim,
+            ngram_weight,
+            bigram_weight,
+            json,
+        } => {
+            let mut lexical = agentnet_discovery::LexicalConfig::default();
+            lexical.dim = dim;
+            lexical.ngram_weight = ngram_weight;
+            lexical.bigram_weight = bigram_weight;
+            let report = agentnet_benches::retrieval::run(&catalog, &queries, &embedder, lexical)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{report:#?}");
             }
         }
         Command::TrustAggregate {
