@@ -261,6 +261,22 @@ impl SignedEnvelope {
     /// Cheap checks run first (length, kind, payload limit, signer, signature length), so
     /// malformed input costs no signature verification.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, EnvelopeError> {
+        Self::decode_checked(bytes, None)
+    }
+
+    /// Like [`SignedEnvelope::from_bytes`], but only accepts an envelope of `kind`: a larger
+    /// envelope than that kind allows, or another kind, is refused before verifying.
+    pub fn from_bytes_of_kind(bytes: &[u8], kind: Kind) -> Result<Self, EnvelopeError> {
+        if bytes.len() > kind.max_envelope_len() {
+            return Err(EnvelopeError::TooLarge {
+                len: bytes.len(),
+                max: kind.max_envelope_len(),
+            });
+        }
+        Self::decode_checked(bytes, Some(kind))
+    }
+
+    fn decode_checked(bytes: &[u8], expected: Option<Kind>) -> Result<Self, EnvelopeError> {
         if bytes.len() > limits::MAX_ENVELOPE_LEN {
             return Err(EnvelopeError::TooLarge {
                 len: bytes.len(),
@@ -271,6 +287,14 @@ impl SignedEnvelope {
             reason: e.to_string(),
         })?;
         let kind = Kind::from_wire(raw.kind).ok_or(EnvelopeError::UnknownKind(raw.kind))?;
+        if let Some(expected) = expected
+            && kind != expected
+        {
+            return Err(EnvelopeError::WrongKind {
+                expected,
+                found: kind,
+            });
+        }
         if raw.payload.len() > kind.max_payload_len() {
             return Err(EnvelopeError::PayloadTooLarge {
                 kind,
@@ -299,25 +323,6 @@ impl SignedEnvelope {
             signer,
             signature,
         })
-    }
-
-    /// Like [`SignedEnvelope::from_bytes`], but only accepts an envelope of `kind`, and
-    /// rejects it before verifying if it is larger than that kind allows.
-    pub fn from_bytes_of_kind(bytes: &[u8], kind: Kind) -> Result<Self, EnvelopeError> {
-        if bytes.len() > kind.max_envelope_len() {
-            return Err(EnvelopeError::TooLarge {
-                len: bytes.len(),
-                max: kind.max_envelope_len(),
-            });
-        }
-        let envelope = Self::from_bytes(bytes)?;
-        if envelope.kind != kind {
-            return Err(EnvelopeError::WrongKind {
-                expected: kind,
-                found: envelope.kind,
-            });
-        }
-        Ok(envelope)
     }
 
     /// The encoded envelope, as sent on the wire.

@@ -4,7 +4,7 @@
 //! agentnet-secret-key-v1
 //! type: ed25519
 //! did: did:key:z6Mk…
-//! secret: <64 lowercase hex digits: the 32-byte Ed25519 seed>
+//! secret: <64 hex digits: the 32-byte Ed25519 seed, written lowercase>
 //! ```
 //!
 //! Files are written with mode 0600 through a temporary file, fsync and rename, and a file
@@ -100,7 +100,12 @@ pub fn write_key_file(path: &Path, keypair: &Keypair, overwrite: bool) -> Result
         })?
         .to_string_lossy()
         .into_owned();
-    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
+    let mut nonce = [0u8; 8];
+    getrandom::fill(&mut nonce).map_err(|e| KeyFileError::Io {
+        path: path.to_owned(),
+        source: io::Error::other(e.to_string()),
+    })?;
+    let tmp = dir.join(format!(".{file_name}.tmp-{}", hex::encode(nonce)));
     let content = Zeroizing::new(format!(
         "{KEY_FILE_HEADER}\ntype: ed25519\ndid: {}\nsecret: {}\n",
         keypair.did(),
@@ -110,10 +115,14 @@ pub fn write_key_file(path: &Path, keypair: &Keypair, overwrite: bool) -> Result
         let mut file = create_private(&tmp)?;
         file.write_all(content.as_bytes())?;
         file.sync_all()?;
-        if !overwrite && path.exists() {
-            return Err(io::Error::new(io::ErrorKind::AlreadyExists, "exists"));
+        if overwrite {
+            fs::rename(&tmp, path)?;
+        } else {
+            // A hard link never replaces an existing file, so a key created meanwhile by
+            // someone else survives; the temporary name is removed afterwards.
+            fs::hard_link(&tmp, path)?;
+            fs::remove_file(&tmp)?;
         }
-        fs::rename(&tmp, path)?;
         // Make the rename itself durable.
         File::open(&dir)?.sync_all()
     })();

@@ -17,7 +17,7 @@ pub const SIGNATURE_LEN: usize = 64;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum KeyError {
-    /// The 32 bytes are not a point on the Ed25519 curve.
+    /// The 32 bytes are not a canonical encoding of a point of large order on the Ed25519 curve.
     #[error("the 32 bytes are not a valid Ed25519 public key")]
     InvalidPublicKey,
     /// The operating system's random number generator failed.
@@ -31,10 +31,16 @@ pub struct PublicKey(VerifyingKey);
 
 impl PublicKey {
     /// Parses a raw 32-byte Ed25519 public key.
+    ///
+    /// Refuses bytes that are not a curve point, a non-canonical encoding of a point (so
+    /// that one key has exactly one encoding, and one DID), and small-order points, for
+    /// which no one holds a secret key.
     pub fn from_bytes(bytes: &[u8; 32]) -> Result<Self, KeyError> {
-        VerifyingKey::from_bytes(bytes)
-            .map(PublicKey)
-            .map_err(|_| KeyError::InvalidPublicKey)
+        let key = VerifyingKey::from_bytes(bytes).map_err(|_| KeyError::InvalidPublicKey)?;
+        if key.is_weak() || key.to_edwards().compress().to_bytes() != *bytes {
+            return Err(KeyError::InvalidPublicKey);
+        }
+        Ok(PublicKey(key))
     }
 
     /// The raw 32-byte key.
@@ -185,6 +191,20 @@ mod tests {
         let did = Did::from_peer_id(&peer_id).expect("ed25519 peer ids inline their key");
         assert_eq!(did, keypair.did());
         assert_eq!(did.to_peer_id(), peer_id);
+    }
+
+    #[test]
+    fn weak_and_non_canonical_keys_are_refused() {
+        // The identity point, canonically encoded, has small order.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        assert!(PublicKey::from_bytes(&identity).is_err());
+        // y = p + 1 encodes the same point as y = 1, non-canonically.
+        let mut non_canonical = [0xffu8; 32];
+        non_canonical[0] = 0xee;
+        non_canonical[31] = 0x7f;
+        assert!(PublicKey::from_bytes(&non_canonical).is_err());
+        assert!(PublicKey::from_bytes(&Keypair::from_seed(&[3; 32]).public().to_bytes()).is_ok());
     }
 
     #[test]

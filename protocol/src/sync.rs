@@ -160,6 +160,12 @@ impl SyncRequest {
             }
             Some(proto::sync_request::Body::Fetch(f)) => {
                 let table = SyncTable::from_wire(f.table)?;
+                if f.keys.is_empty() {
+                    return Err(ValidationError::Missing {
+                        field: "keys".into(),
+                    }
+                    .into());
+                }
                 v::count("keys", f.keys.len(), MAX_SYNC_FETCH_KEYS)?;
                 for (i, key) in f.keys.iter().enumerate() {
                     check_key(&format!("keys[{i}]"), key)?;

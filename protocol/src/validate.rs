@@ -269,8 +269,7 @@ pub(crate) fn unique<'a, T: Ord + std::fmt::Debug + 'a>(
     let mut seen = std::collections::BTreeSet::new();
     for value in values {
         if !seen.insert(value) {
-            let mut shown = format!("{value:?}");
-            shown.truncate(80);
+            let shown: String = format!("{value:?}").chars().take(80).collect();
             return Err(ValidationError::Duplicate {
                 field: field.to_owned(),
                 value: shown,

@@ -23,6 +23,10 @@ pub struct Limits {
     pub receipts: usize,
     /// Attestation claims (issuer, subject, capability). Default 20,000,000.
     pub claims: usize,
+    /// Agent-wide claims by one issuer: bounds the work of one update. Default 4,096.
+    pub claims_per_issuer: usize,
+    /// Distinct capability names. Default 1,000,000.
+    pub capabilities: usize,
 }
 
 impl Default for Limits {
@@ -31,6 +35,8 @@ impl Default for Limits {
             agents: 2_000_000,
             receipts: 20_000_000,
             claims: 20_000_000,
+            claims_per_issuer: 4096,
+            capabilities: 1_000_000,
         }
     }
 }
@@ -104,6 +110,8 @@ pub struct TrustEngine {
     outgoing: HashMap<u32, Vec<u32>>,
     /// issuer → credibility in [0, 1]; absent means not yet computed.
     credibility: HashMap<u32, f64>,
+    /// Seqs of pruned claims, kept until a replay of them would have expired too.
+    expired_seqs: HashMap<(u32, u32, u32), (u64, Timestamp)>,
 }
 
 impl TrustEngine {
@@ -130,6 +138,7 @@ impl TrustEngine {
             own_edges: HashMap::new(),
             outgoing: HashMap::new(),
             credibility: HashMap::new(),
+            expired_seqs: HashMap::new(),
         };
         engine.set_pre_trusted(pre_trusted);
         engine
@@ -142,6 +151,8 @@ impl TrustEngine {
         ids.dedup();
         self.pre_trusted = ids;
         self.graph.set_source(&self.pre_trusted);
+        self.credibility.clear();
+        self.recompute();
     }
 
     /// The configuration.
@@ -173,7 +184,7 @@ impl TrustEngine {
         if let Some(&id) = self.index.get(did) {
             return Ok(id);
         }
-        if self.dids.len() >= self.limits.agents {
+        if self.dids.len() >= self.limits.agents.min(u32::MAX as usize - 1) {
             return Err(TrustError::Full {
                 what: "agents",
                 limit: self.limits.agents,
@@ -186,14 +197,22 @@ impl TrustEngine {
         Ok(id)
     }
 
-    fn capability_id(&mut self, capability: Option<&str>) -> u32 {
-        match capability {
-            None => AGENT_WIDE,
-            Some(name) => {
-                let next = self.capabilities.len() as u32;
-                *self.capabilities.entry(name.to_owned()).or_insert(next)
-            }
+    fn capability_id(&mut self, capability: Option<&str>) -> Result<u32, TrustError> {
+        let Some(name) = capability else {
+            return Ok(AGENT_WIDE);
+        };
+        if let Some(&id) = self.capabilities.get(name) {
+            return Ok(id);
         }
+        if self.capabilities.len() >= self.limits.capabilities {
+            return Err(TrustError::Full {
+                what: "capabilities",
+                limit: self.limits.capabilities,
+            });
+        }
+        let id = self.capabilities.len() as u32;
+        self.capabilities.insert(name.to_owned(), id);
+        Ok(id)
     }
 
     fn known_capability(&self, capability: Option<&str>) -> Option<u32> {
@@ -203,13 +222,21 @@ impl TrustEngine {
         }
     }
 
-    /// Records the outcome of an intent sent by one of this node's agents: updates the
+    /// Records the outcome of an intent sent by one of this node's agents (a pre-trusted
+    /// DID; anyone else is refused with [`TrustError::NotOwn`]): updates the
     /// node's direct observation of the callee (agent-wide and for the capability), and the
     /// caller's edge to the callee in the trust graph.
     pub fn observe(&mut self, pair: &ReceiptPair, now: Timestamp) -> Result<(), TrustError> {
-        let caller = self.intern(pair.caller())?;
+        let caller = match self.index.get(pair.caller()) {
+            Some(&id) if self.pre_trusted.binary_search(&id).is_ok() => id,
+            _ => {
+                return Err(TrustError::NotOwn {
+                    caller: pair.caller().clone(),
+                });
+            }
+        };
         let callee = self.intern(pair.callee())?;
-        let cap = self.capability_id(Some(pair.capability()));
+        let cap = self.capability_id(Some(pair.capability()))?;
         let signals = pair.signals();
         let weight = pair.weight(&self.config);
         let config = self.config;
@@ -233,7 +260,19 @@ impl TrustEngine {
             issued_at: now,
             expires_at: Timestamp::from_millis(u64::MAX),
         };
-        self.put_claim(caller, callee, AGENT_WIDE, claim, true)
+        self.put_claim(caller, callee, AGENT_WIDE, claim, true)?;
+        // What others said about the callee can now be checked against what we saw.
+        let issuers = self
+            .incoming
+            .get(&(callee, AGENT_WIDE))
+            .cloned()
+            .unwrap_or_default();
+        for issuer in issuers {
+            if issuer != caller {
+                self.update_credibility(issuer);
+            }
+        }
+        Ok(())
     }
 
     /// Keeps a verified receipt so that attestations citing it can be weighed.
@@ -302,21 +341,38 @@ impl TrustEngine {
                 expires_at: attestation.expires_at,
             });
         }
-        let issuer = self.intern(&attestation.issuer)?;
-        let subject = self.intern(&attestation.subject)?;
+        // A backed claim's parties are known from its receipts, so nothing is interned
+        // before the claim is accepted: refused attestations leave no trace.
+        let unbacked = || TrustError::Unbacked {
+            issuer: attestation.issuer.clone(),
+            subject: attestation.subject.clone(),
+        };
+        let issuer = *self.index.get(&attestation.issuer).ok_or_else(unbacked)?;
+        let subject = *self.index.get(&attestation.subject).ok_or_else(unbacked)?;
         if self.own_edges.contains_key(&(issuer, subject)) {
             // One of our own agents' observations, echoed back by gossip: we already hold
             // the evidence first-hand.
             return Ok(());
         }
-        let cap = self.capability_id(attestation.capability.as_deref());
-        if let Some(held) = self.claims.get(&(issuer, subject, cap))
-            && attestation.seq <= held.seq
-        {
-            return Err(TrustError::Stale {
-                seq: attestation.seq,
-                held: held.seq,
-            });
+        let known_cap = self.known_capability(attestation.capability.as_deref());
+        if let Some(cap) = known_cap {
+            let held = self
+                .claims
+                .get(&(issuer, subject, cap))
+                .map(|c| c.seq)
+                .or_else(|| {
+                    self.expired_seqs
+                        .get(&(issuer, subject, cap))
+                        .map(|(seq, _)| *seq)
+                });
+            if let Some(held) = held
+                && attestation.seq <= held
+            {
+                return Err(TrustError::Stale {
+                    seq: attestation.seq,
+                    held,
+                });
+            }
         }
         // Each backed intent counts once, at the weight of its strongest receipt: one the
         // subject signed counts fully, one only the issuer signed counts less.
@@ -375,6 +431,10 @@ impl TrustEngine {
         let prior = self.config.prior;
         let stated = value.clamp(0.0, 1.0);
         let supported = prior + (stated - prior).clamp(-support * prior, support * (1.0 - prior));
+        let cap = match known_cap {
+            Some(cap) => cap,
+            None => self.capability_id(attestation.capability.as_deref())?,
+        };
         let claim = ClaimState {
             value: supported.clamp(0.0, 1.0),
             stated,
@@ -402,23 +462,31 @@ impl TrustEngine {
                     limit: self.limits.claims,
                 });
             }
+            if cap == AGENT_WIDE {
+                let out = self.outgoing.entry(issuer).or_default();
+                if out.len() >= self.limits.claims_per_issuer {
+                    return Err(TrustError::Full {
+                        what: "claims per issuer",
+                        limit: self.limits.claims_per_issuer,
+                    });
+                }
+                out.push(subject);
+            }
             self.incoming
                 .entry((subject, cap))
                 .or_default()
                 .push(issuer);
-            if cap == AGENT_WIDE {
-                self.outgoing.entry(issuer).or_default().push(subject);
-            }
         }
         self.claims.insert(key, claim);
         if cap == AGENT_WIDE {
             let weight = edge_weight(&claim);
             if incremental && !self.graph.is_dirty() {
                 self.graph.set_edge(issuer, subject, weight);
+                self.update_credibility(issuer);
             } else {
+                // `recompute` refreshes every issuer's credibility once for the whole batch.
                 self.graph.set_edge_deferred(issuer, subject, weight);
             }
-            self.update_credibility(issuer);
         }
         Ok(())
     }
@@ -476,15 +544,39 @@ impl TrustEngine {
             .filter(|(_, c)| c.expires_at <= now)
             .map(|(k, _)| *k)
             .collect();
-        for (issuer, subject, cap) in expired {
-            self.claims.remove(&(issuer, subject, cap));
+        let mut issuers = Vec::new();
+        for key @ (issuer, subject, cap) in expired {
+            let Some(claim) = self.claims.remove(&key) else {
+                continue;
+            };
+            // Remember the seq while a replay of an older attestation could still be valid.
+            let replayable_until = claim
+                .issued_at
+                .saturating_add(agentnet_protocol::limits::MAX_ATTESTATION_LIFETIME);
+            self.expired_seqs.insert(key, (claim.seq, replayable_until));
             if let Some(list) = self.incoming.get_mut(&(subject, cap)) {
                 list.retain(|&i| i != issuer);
+                if list.is_empty() {
+                    self.incoming.remove(&(subject, cap));
+                }
             }
             if cap == AGENT_WIDE {
+                if let Some(out) = self.outgoing.get_mut(&issuer) {
+                    out.retain(|&j| j != subject);
+                    if out.is_empty() {
+                        self.outgoing.remove(&issuer);
+                    }
+                }
                 self.graph.set_edge(issuer, subject, 0.0);
+                issuers.push(issuer);
             }
         }
+        issuers.sort_unstable();
+        issuers.dedup();
+        for issuer in issuers {
+            self.update_credibility(issuer);
+        }
+        self.expired_seqs.retain(|_, (_, until)| *until > now);
     }
 
     /// Defers trust-vector updates: edges change without residual pushes until the next

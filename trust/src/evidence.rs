@@ -44,6 +44,12 @@ pub enum TrustError {
         /// The held seq.
         held: u64,
     },
+    /// Only intents sent by the node's own (pre-trusted) agents are observed first-hand.
+    #[error("{caller} is not one of this node's agents; its intents are not first-hand evidence")]
+    NotOwn {
+        /// The caller.
+        caller: Did,
+    },
     /// The attestation has expired.
     #[error("attestation expired at {expires_at}")]
     Expired {

@@ -45,8 +45,18 @@ pub(crate) struct Graph {
 impl Graph {
     pub(crate) fn new(restart: f64, tolerance: f64) -> Self {
         Graph {
-            restart: restart.clamp(1e-6, 1.0),
-            tolerance: tolerance.max(0.0),
+            // Out-of-range or NaN settings fall back to safe values rather than poisoning
+            // every trust value or making pushes run forever.
+            restart: if restart.is_finite() {
+                restart.clamp(1e-3, 1.0)
+            } else {
+                0.15
+            },
+            tolerance: if tolerance.is_finite() {
+                tolerance.max(1e-15)
+            } else {
+                1e-9
+            },
             out: Vec::new(),
             out_sum: Vec::new(),
             keep: Vec::new(),

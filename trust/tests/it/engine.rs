@@ -287,3 +287,85 @@ fn incremental_updates_track_a_full_recompute() {
     let err = engine.recompute_error();
     assert!(err < 1e-4, "L1 error {err}");
 }
+
+#[test]
+fn refused_attestations_leave_no_trace() {
+    let mut engine = TrustEngine::new(TrustConfig::default(), &[did(1)]);
+    let agents = engine.agents();
+    for n in 10..60 {
+        let mut a = attestation(n, n + 100, 0.9, vec![id(n)], 1);
+        a.capability = Some(format!("made-up-{n}"));
+        assert!(matches!(
+            engine.add_attestation(&a, NOW),
+            Err(TrustError::Unbacked { .. })
+        ));
+    }
+    assert_eq!(
+        engine.agents(),
+        agents,
+        "unbacked attestations intern nothing"
+    );
+}
+
+#[test]
+fn pruned_claims_cannot_be_replaced_by_replays() {
+    let mut engine = TrustEngine::new(TrustConfig::default(), &[did(1)]);
+    engine
+        .add_receipt(id(1), &receipt(1, 2, 3, 3, Outcome::Success))
+        .expect("receipt");
+    let mut old = attestation(2, 3, 0.2, vec![id(1)], 1);
+    old.expires_at = NOW.saturating_add(Duration::from_secs(10 * 86_400));
+    let mut newer = attestation(2, 3, 0.9, vec![id(1)], 2);
+    newer.expires_at = NOW.saturating_add(Duration::from_secs(86_400));
+    engine.add_attestation(&newer, NOW).expect("newer");
+    let later = NOW.saturating_add(Duration::from_secs(2 * 86_400));
+    engine.prune(later);
+    assert_eq!(engine.edges(), 0);
+    // The older attestation is still within its own lifetime, but it is stale.
+    let err = engine.add_attestation(&old, later).expect_err("replay");
+    assert_eq!(err, TrustError::Stale { seq: 1, held: 2 });
+    // A genuinely newer one is accepted, and the subject is counted once.
+    engine
+        .add_attestation(&attestation(2, 3, 0.9, vec![id(1)], 3), NOW)
+        .expect("newer still");
+    assert_eq!(engine.edges(), 1);
+}
+
+#[test]
+fn only_the_nodes_own_agents_are_observed_first_hand() {
+    let mut engine = TrustEngine::new(TrustConfig::default(), &[did(1)]);
+    let foreign =
+        ReceiptPair::new(Some(receipt(1, 5, 2, 5, Outcome::Success)), None).expect("pair");
+    assert!(matches!(
+        engine.observe(&foreign, NOW),
+        Err(TrustError::NotOwn { .. })
+    ));
+}
+
+#[test]
+fn one_issuers_claims_are_bounded() {
+    let mut limits = agentnet_trust::Limits::default();
+    limits.claims_per_issuer = 3;
+    let mut engine = TrustEngine::with_limits(TrustConfig::default(), limits, &[did(1)]);
+    for subject in 10..14u8 {
+        engine
+            .add_receipt(
+                id(subject),
+                &receipt(subject, 2, subject, subject, Outcome::Success),
+            )
+            .expect("receipt");
+        let result =
+            engine.add_attestation(&attestation(2, subject, 0.9, vec![id(subject)], 1), NOW);
+        if subject < 13 {
+            result.expect("within the bound");
+        } else {
+            assert!(matches!(
+                result,
+                Err(TrustError::Full {
+                    what: "claims per issuer",
+                    ..
+                })
+            ));
+        }
+    }
+}
