@@ -4,11 +4,15 @@
 //!   files: hashed word stems, character n-grams and word pairs, weighted by IDF learned
 //!   from the local corpus.
 //! - [`Bm25`]: Okapi BM25, the lexical baseline and the sparse half of hybrid search.
+//! - [`CapabilityIndex`]: cards in, ranked pages out. Dense search through a
+//!   [`VectorIndex`] ([`ExactIndex`] today), fused with BM25 by reciprocal rank fusion,
+//!   filtered by tags, trust and exclusions, ranked by similarity, trust, freshness and
+//!   price with a breakdown per result, and paged by snapshot cursors.
 //! - [`eval`]: retrieval metrics (recall@k, nDCG@10, MRR@10) and the JSONL catalog format of
 //!   the benchmark data.
 //!
-//! The capability index with HNSW, fusion, filters, ranking and cursors builds on these
-//! (see `ARCHITECTURE.md` and the discovery issue). This crate never touches the network.
+//! HNSW for large corpora comes next behind [`VectorIndex`]. This crate never touches the
+//! network.
 //!
 //! # Example
 //!
@@ -31,9 +35,16 @@
 mod bm25;
 mod embed;
 pub mod eval;
+mod index;
 mod text;
+mod vector;
 
 pub use bm25::{Bm25, Bm25Config};
 pub use embed::{
     EmbedError, Embedder, LexicalConfig, LexicalEmbedder, MAX_LEXICAL_TEXT_LEN, dot, normalise,
 };
+pub use index::{
+    Breakdown, CapabilityIndex, Hit, MAX_PAGE_SIZE, MAX_QUERY_LEN, MAX_QUERY_TAGS, MAX_RESULTS,
+    MAX_SNAPSHOTS, Page, RRF_K, RankWeights, SearchError, SearchQuery,
+};
+pub use vector::{ExactIndex, VectorError, VectorIndex};

@@ -1,0 +1,178 @@
+//! Dense vector search behind a trait: an exact scan now, HNSW for large corpora next.
+
+use std::collections::HashMap;
+
+use crate::embed::dot;
+
+/// Why a vector was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum VectorError {
+    /// The vector's dimension differs from the index's.
+    #[error("vector has {found} dimensions; the index holds {expected}")]
+    Dimension {
+        /// The index's dimension.
+        expected: usize,
+        /// The vector's.
+        found: usize,
+    },
+}
+
+/// A set of unit vectors searchable by inner product.
+pub trait VectorIndex: Send + Sync {
+    /// The dimension of every vector.
+    fn dim(&self) -> usize;
+
+    /// Inserts or replaces the vector of `id`.
+    fn upsert(&mut self, id: u32, vector: &[f32]) -> Result<(), VectorError>;
+
+    /// Removes `id`; returns whether it was present.
+    fn remove(&mut self, id: u32) -> bool;
+
+    /// The `k` highest inner products among the ids that `keep` accepts, best first.
+    fn search(
+        &self,
+        query: &[f32],
+        k: usize,
+        keep: &dyn Fn(u32) -> bool,
+    ) -> Result<Vec<(u32, f32)>, VectorError>;
+
+    /// Number of vectors.
+    fn len(&self) -> usize;
+
+    /// Whether the index is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Exact search: a scan over contiguous vectors with a vectorised dot product. Exact by
+/// construction, and the fastest choice while the corpus is small.
+#[derive(Debug, Clone)]
+pub struct ExactIndex {
+    dim: usize,
+    ids: Vec<u32>,
+    vectors: Vec<f32>,
+    position: HashMap<u32, usize>,
+}
+
+impl ExactIndex {
+    /// An empty index of dimension `dim`.
+    pub fn new(dim: usize) -> Self {
+        ExactIndex {
+            dim,
+            ids: Vec::new(),
+            vectors: Vec::new(),
+            position: HashMap::new(),
+        }
+    }
+
+    fn check(&self, v: &[f32]) -> Result<(), VectorError> {
+        if v.len() != self.dim {
+            return Err(VectorError::Dimension {
+                expected: self.dim,
+                found: v.len(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl VectorIndex for ExactIndex {
+    fn dim(&self) -> usize {
+        self.dim
+    }
+
+    fn upsert(&mut self, id: u32, vector: &[f32]) -> Result<(), VectorError> {
+        self.check(vector)?;
+        match self.position.get(&id) {
+            Some(&i) => self.vectors[i * self.dim..(i + 1) * self.dim].copy_from_slice(vector),
+            None => {
+                self.position.insert(id, self.ids.len());
+                self.ids.push(id);
+                self.vectors.extend_from_slice(vector);
+            }
+        }
+        Ok(())
+    }
+
+    fn remove(&mut self, id: u32) -> bool {
+        let Some(i) = self.position.remove(&id) else {
+            return false;
+        };
+        let last = self.ids.len() - 1;
+        if i != last {
+            let moved = self.ids[last];
+            self.ids[i] = moved;
+            self.vectors
+                .copy_within(last * self.dim..(last + 1) * self.dim, i * self.dim);
+            self.position.insert(moved, i);
+        }
+        self.ids.pop();
+        self.vectors.truncate(last * self.dim);
+        true
+    }
+
+    fn search(
+        &self,
+        query: &[f32],
+        k: usize,
+        keep: &dyn Fn(u32) -> bool,
+    ) -> Result<Vec<(u32, f32)>, VectorError> {
+        self.check(query)?;
+        let mut scored: Vec<(u32, f32)> = self
+            .ids
+            .iter()
+            .enumerate()
+            .filter(|(_, id)| keep(**id))
+            .map(|(i, &id)| {
+                (
+                    id,
+                    dot(query, &self.vectors[i * self.dim..(i + 1) * self.dim]),
+                )
+            })
+            .collect();
+        let k = k.min(scored.len());
+        if k == 0 {
+            return Ok(Vec::new());
+        }
+        scored.select_nth_unstable_by(k - 1, |a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        scored.truncate(k);
+        scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        Ok(scored)
+    }
+
+    fn len(&self) -> usize {
+        self.ids.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upsert_remove_and_filtered_search() {
+        let mut index = ExactIndex::new(2);
+        index.upsert(1, &[1.0, 0.0]).expect("dim");
+        index.upsert(2, &[0.0, 1.0]).expect("dim");
+        index.upsert(3, &[0.7, 0.7]).expect("dim");
+        let top = index.search(&[1.0, 0.0], 2, &|_| true).expect("dim");
+        assert_eq!(top.iter().map(|r| r.0).collect::<Vec<_>>(), vec![1, 3]);
+        let top = index.search(&[1.0, 0.0], 2, &|id| id != 1).expect("dim");
+        assert_eq!(top.iter().map(|r| r.0).collect::<Vec<_>>(), vec![3, 2]);
+        assert!(index.remove(1));
+        assert!(!index.remove(1));
+        index.upsert(3, &[0.0, 1.0]).expect("dim");
+        let top = index.search(&[0.0, 1.0], 5, &|_| true).expect("dim");
+        assert_eq!(top.len(), 2);
+        assert_eq!(
+            index.upsert(4, &[1.0]),
+            Err(VectorError::Dimension {
+                expected: 2,
+                found: 1
+            })
+        );
+        assert!(index.search(&[1.0, 0.0, 0.0], 1, &|_| true).is_err());
+    }
+}
