@@ -28,6 +28,8 @@ pub struct Bm25 {
     config: Bm25Config,
     postings: HashMap<String, Vec<(u32, u32)>>,
     lengths: Vec<u32>,
+    /// Each document's distinct terms, so removal touches only its own postings.
+    terms: Vec<Vec<String>>,
     live: Vec<bool>,
     total_length: u64,
     live_count: u32,
@@ -51,9 +53,15 @@ impl Bm25 {
             *tf.entry(word).or_default() += 1;
             length += 1;
         }
+        let mut terms = Vec::with_capacity(tf.len());
         for (term, count) in tf {
-            self.postings.entry(term).or_default().push((id, count));
+            self.postings
+                .entry(term.clone())
+                .or_default()
+                .push((id, count));
+            terms.push(term);
         }
+        self.terms.push(terms);
         self.lengths.push(length);
         self.live.push(true);
         self.total_length += u64::from(length);
@@ -72,10 +80,14 @@ impl Bm25 {
         *live = false;
         self.total_length -= u64::from(self.lengths[id as usize]);
         self.live_count -= 1;
-        for list in self.postings.values_mut() {
-            list.retain(|(doc, _)| *doc != id);
+        for term in std::mem::take(&mut self.terms[id as usize]) {
+            if let Some(list) = self.postings.get_mut(&term) {
+                list.retain(|(doc, _)| *doc != id);
+                if list.is_empty() {
+                    self.postings.remove(&term);
+                }
+            }
         }
-        self.postings.retain(|_, list| !list.is_empty());
     }
 
     /// Live documents.
