@@ -230,7 +230,111 @@ fn check_len(bytes: &[u8]) -> Result<(), SyncError> {
     if bytes.len() > MAX_SYNC_MESSAGE_LEN {
         return Err(SyncError::TooLarge { len: bytes.len() });
     }
+    precount(bytes)
+}
+
+/// Counts the repeated entries of a sync message on the wire before decoding it, so that a
+/// message of many tiny entries (each a few bytes on the wire but tens in memory) is
+/// refused before it is expanded. Both `SyncRequest` and `SyncResponse` put their bodies
+/// in fields 1 (reconcile) and 2 (fetch or records), whose repeated entries are field 2 of
+/// a reconcile (ranges; their items in field 4 → field 1) and field 2 of a fetch (keys) or
+/// field 1 of records (envelopes). prost merges repeated occurrences of a body field, so
+/// counts add up across them.
+fn precount(bytes: &[u8]) -> Result<(), SyncError> {
+    let (mut ranges, mut items, mut list) = (0usize, 0usize, 0usize);
+    for field in wire_fields(bytes) {
+        let (number, body) = field?;
+        match number {
+            1 => {
+                for f in wire_fields(body) {
+                    let (n, range) = f?;
+                    if n == 2 {
+                        ranges += 1;
+                        for g in wire_fields(range) {
+                            let (m, summary) = g?;
+                            if m == 4 {
+                                for h in wire_fields(summary) {
+                                    items += usize::from(h?.0 == 1);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            2 => {
+                for f in wire_fields(body) {
+                    let (n, _) = f?;
+                    list += usize::from(n == 1 || n == 2);
+                }
+            }
+            _ => {}
+        }
+        v::count("ranges", ranges, MAX_SYNC_RANGES)?;
+        v::count("ranges[*].items", items, MAX_SYNC_ITEMS)?;
+        v::count(
+            "keys or envelopes",
+            list,
+            MAX_SYNC_FETCH_KEYS.max(MAX_SYNC_RECORDS),
+        )?;
+    }
     Ok(())
+}
+
+/// Iterates the length-delimited fields of a protobuf message as (field number, bytes);
+/// other wire types are skipped. Malformed input ends the iteration with an error.
+fn wire_fields(mut buf: &[u8]) -> impl Iterator<Item = Result<(u32, &[u8]), SyncError>> {
+    let malformed = || SyncError::Malformed("truncated or invalid field".into());
+    std::iter::from_fn(move || {
+        loop {
+            if buf.is_empty() {
+                return None;
+            }
+            let Some((key, rest)) = read_varint(buf) else {
+                buf = &[];
+                return Some(Err(malformed()));
+            };
+            buf = rest;
+            let number = u32::try_from(key >> 3).unwrap_or(0);
+            let skip = match key & 7 {
+                0 => match read_varint(buf) {
+                    Some((_, rest)) => {
+                        buf = rest;
+                        continue;
+                    }
+                    None => None,
+                },
+                1 => Some(8),
+                5 => Some(4),
+                2 => match read_varint(buf) {
+                    Some((len, rest)) if (len as usize) <= rest.len() => {
+                        let (body, after) = rest.split_at(len as usize);
+                        buf = after;
+                        return Some(Ok((number, body)));
+                    }
+                    _ => None,
+                },
+                _ => None,
+            };
+            match skip {
+                Some(n) if n <= buf.len() => buf = &buf[n..],
+                _ => {
+                    buf = &[];
+                    return Some(Err(malformed()));
+                }
+            }
+        }
+    })
+}
+
+fn read_varint(buf: &[u8]) -> Option<(u64, &[u8])> {
+    let mut value = 0u64;
+    for (i, &b) in buf.iter().enumerate().take(10) {
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((value, &buf[i + 1..]));
+        }
+    }
+    None
 }
 
 fn check_key(field: &str, key: &[u8]) -> Result<(), ValidationError> {

@@ -435,3 +435,30 @@ fn sync_messages_are_checked() {
         Err(SyncError::TooLarge { .. })
     ));
 }
+
+#[test]
+fn floods_of_tiny_sync_entries_are_refused_before_decoding() {
+    // 2 MiB of empty keys: 1M entries of 2 bytes each on the wire.
+    let mut fetch = vec![0x08, 0x01];
+    for _ in 0..(MAX_SYNC_FETCH_KEYS + 1) {
+        fetch.extend_from_slice(&[0x12, 0x00]);
+    }
+    let mut wire = vec![0x12];
+    let mut len = fetch.len();
+    while len >= 0x80 {
+        wire.push((len as u8) | 0x80);
+        len >>= 7;
+    }
+    wire.push(len as u8);
+    wire.extend_from_slice(&fetch);
+    let err = SyncRequest::from_bytes(&wire).expect_err("too many keys");
+    assert!(
+        matches!(err, SyncError::Invalid(ValidationError::TooMany { .. })),
+        "{err}"
+    );
+    // Truncated input is malformed, not a panic.
+    assert!(matches!(
+        SyncRequest::from_bytes(&[0x12, 0x05, 0x01]),
+        Err(SyncError::Malformed(_))
+    ));
+}
