@@ -7,5 +7,6 @@
 //!   `agentnet-bench trust-sim` and `agentnet-bench trust-aggregate`.
 #![deny(missing_docs)]
 
+pub mod index;
 pub mod retrieval;
 pub mod trust;

@@ -35,6 +35,7 @@
 mod bm25;
 mod embed;
 pub mod eval;
+mod hnsw;
 mod index;
 mod text;
 mod vector;
@@ -43,6 +44,7 @@ pub use bm25::{Bm25, Bm25Config};
 pub use embed::{
     EmbedError, Embedder, LexicalConfig, LexicalEmbedder, MAX_LEXICAL_TEXT_LEN, dot, normalise,
 };
+pub use hnsw::{HnswConfig, HnswError, HnswIndex};
 pub use index::{
     Breakdown, CapabilityIndex, Hit, MAX_PAGE_SIZE, MAX_QUERY_LEN, MAX_QUERY_TAGS, MAX_RESULTS,
     MAX_SNAPSHOTS, Page, RRF_K, RankWeights, SearchError, SearchQuery,

@@ -35,6 +35,30 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Vector index: HNSW against an exact scan on synthetic clustered, low-rank vectors.
+    Index {
+        /// Base vectors.
+        #[arg(long, default_value_t = 100_000)]
+        n: usize,
+        /// Dimension.
+        #[arg(long, default_value_t = 384)]
+        dim: usize,
+        /// Queries.
+        #[arg(long, default_value_t = 1_000)]
+        queries: usize,
+        /// Seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Search candidate list size (ef).
+        #[arg(long, default_value_t = 64)]
+        ef: usize,
+        /// Write base.fvecs and query.fvecs here.
+        #[arg(long)]
+        export: Option<std::path::PathBuf>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Retrieval quality on a JSONL catalog and queries, against plain BM25 in the same run.
     Retrieval {
         /// Catalog JSONL: {"id", "name", "description", "tags"} per line.
@@ -121,6 +145,23 @@ fn run(cli: Cli) -> Result<()> {
             }
             if !report.failures.is_empty() {
                 bail!("bars not met: {}", report.failures.join("; "));
+            }
+        }
+        Command::Index {
+            n,
+            dim,
+            queries,
+            seed,
+            ef,
+            export,
+            json,
+        } => {
+            let report =
+                agentnet_benches::index::run(n, dim, queries, seed, ef, export.as_deref())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{report:#?}");
             }
         }
         Command::Retrieval {
