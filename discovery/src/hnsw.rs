@@ -189,6 +189,27 @@ impl VectorIndex for HnswIndex {
             .collect())
     }
 
+    fn search_all(&self, query: &[f32], k: usize) -> Result<Vec<(u32, f32)>, VectorError> {
+        self.check(query)?;
+        if k == 0 || self.index.size() == 0 {
+            return Ok(Vec::new());
+        }
+        // No filter callback: usearch walks the graph without calling back into Rust.
+        let matches = self
+            .index
+            .search(query, k)
+            .map_err(|_| VectorError::Dimension {
+                expected: self.dim,
+                found: query.len(),
+            })?;
+        Ok(matches
+            .keys
+            .iter()
+            .zip(&matches.distances)
+            .filter_map(|(&key, &d)| u32::try_from(key).ok().map(|id| (id, 1.0 - d)))
+            .collect())
+    }
+
     fn len(&self) -> usize {
         self.index.size()
     }

@@ -37,6 +37,12 @@ pub trait VectorIndex: Send + Sync {
         keep: &dyn Fn(u32) -> bool,
     ) -> Result<Vec<(u32, f32)>, VectorError>;
 
+    /// The `k` highest inner products over every vector, best first. Backends override it
+    /// when an unfiltered search is cheaper than a filtered one.
+    fn search_all(&self, query: &[f32], k: usize) -> Result<Vec<(u32, f32)>, VectorError> {
+        self.search(query, k, &|_| true)
+    }
+
     /// Number of vectors.
     fn len(&self) -> usize;
 
