@@ -160,6 +160,36 @@ fn exact_top(exact: &ExactIndex, queries: &[Vec<f32>]) -> Result<(Vec<Vec<u32>>,
     Ok((truth, started.elapsed().as_secs_f64()))
 }
 
+/// The exact top 10 of each query by usearch's brute-force search (same SIMD kernel as HNSW).
+fn same_kernel_truth(hnsw: &HnswIndex, queries: &[Vec<f32>]) -> Result<Vec<Vec<u32>>> {
+    queries
+        .iter()
+        .map(|q| {
+            Ok(hnsw
+                .exact_search(q, 10)?
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect())
+        })
+        .collect()
+}
+
+/// The two exact scans must agree (up to floating-point ties), or a vector is missing.
+fn check_agreement(a: &[Vec<u32>], b: &[Vec<u32>]) -> Result<()> {
+    let total: usize = a.iter().map(Vec::len).sum();
+    let agree: usize = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| x.iter().filter(|id| y.contains(id)).count())
+        .sum();
+    anyhow::ensure!(
+        agree as f64 >= 0.999 * total as f64,
+        "the two exact scans disagree on {} of {total} neighbours",
+        total - agree
+    );
+    Ok(())
+}
+
 fn recall(index: &HnswIndex, queries: &[Vec<f32>], truth: &[Vec<u32>]) -> Result<(f64, Vec<f64>)> {
     let mut hits = 0usize;
     let mut latencies = Vec::with_capacity(queries.len());
@@ -223,25 +253,9 @@ pub fn run(
     hnsw.set_expansion_search(ef);
 
     let started = Instant::now();
-    let truth = query_set
-        .iter()
-        .map(|q| {
-            hnsw.exact_search(q, 10)
-                .map(|r| r.into_iter().map(|(id, _)| id).collect::<Vec<u32>>())
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let truth = same_kernel_truth(&hnsw, &query_set)?;
     let exact_s = started.elapsed().as_secs_f64();
-    let agree: usize = truth
-        .iter()
-        .zip(&portable_truth)
-        .map(|(a, b)| a.iter().filter(|id| b.contains(id)).count())
-        .sum();
-    anyhow::ensure!(
-        agree as f64 >= 0.999 * (10 * queries) as f64,
-        "the two exact scans disagree on {} of {} neighbours",
-        10 * queries - agree,
-        10 * queries
-    );
+    check_agreement(&truth, &portable_truth)?;
 
     let started = Instant::now();
     let (recall_at_10, mut latencies) = recall(&hnsw, &query_set, &truth)?;
@@ -261,23 +275,9 @@ pub fn run(
         current[id as usize] = v;
     }
     let upserts_per_s = churn as f64 / started.elapsed().as_secs_f64();
-    let truth_after = query_set
-        .iter()
-        .map(|q| {
-            hnsw.exact_search(q, 10)
-                .map(|r| r.into_iter().map(|(id, _)| id).collect::<Vec<u32>>())
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let truth_after = same_kernel_truth(&hnsw, &query_set)?;
     let (portable_after, _) = exact_top(&exact, &query_set)?;
-    let agree_after: usize = truth_after
-        .iter()
-        .zip(&portable_after)
-        .map(|(a, b)| a.iter().filter(|id| b.contains(id)).count())
-        .sum();
-    anyhow::ensure!(
-        agree_after as f64 >= 0.999 * (10 * queries) as f64,
-        "after churn the exact scans disagree: the HNSW index did not apply every upsert"
-    );
+    check_agreement(&truth_after, &portable_after).context("after churn")?;
     let (recall_after_churn, _) = recall(&hnsw, &query_set, &truth_after)?;
 
     let qps = queries as f64 / hnsw_s;

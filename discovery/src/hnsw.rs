@@ -95,16 +95,8 @@ impl HnswIndex {
         let matches = self
             .index
             .exact_search(query, k)
-            .map_err(|_| VectorError::Dimension {
-                expected: self.dim,
-                found: query.len(),
-            })?;
-        Ok(matches
-            .keys
-            .iter()
-            .zip(&matches.distances)
-            .filter_map(|(&key, &d)| u32::try_from(key).ok().map(|id| (id, 1.0 - d)))
-            .collect())
+            .map_err(|_| self.dimension_error(query.len()))?;
+        Ok(similarities(&matches))
     }
 
     /// Bytes of memory the index uses.
@@ -132,15 +124,29 @@ impl HnswIndex {
             })
     }
 
+    fn dimension_error(&self, found: usize) -> VectorError {
+        VectorError::Dimension {
+            expected: self.dim,
+            found,
+        }
+    }
+
     fn check(&self, v: &[f32]) -> Result<(), VectorError> {
         if v.len() != self.dim {
-            return Err(VectorError::Dimension {
-                expected: self.dim,
-                found: v.len(),
-            });
+            return Err(self.dimension_error(v.len()));
         }
         Ok(())
     }
+}
+
+/// usearch's inner-product distance is `1 − cos`; turns matches into (id, cosine).
+fn similarities(matches: &usearch::ffi::Matches) -> Vec<(u32, f32)> {
+    matches
+        .keys
+        .iter()
+        .zip(&matches.distances)
+        .filter_map(|(&key, &d)| u32::try_from(key).ok().map(|id| (id, 1.0 - d)))
+        .collect()
 }
 
 impl VectorIndex for HnswIndex {
@@ -176,17 +182,8 @@ impl VectorIndex for HnswIndex {
         let matches = self
             .index
             .filtered_search(query, k, |key: u64| u32::try_from(key).is_ok_and(keep))
-            .map_err(|_| VectorError::Dimension {
-                expected: self.dim,
-                found: query.len(),
-            })?;
-        // usearch's inner-product distance is 1 − cos.
-        Ok(matches
-            .keys
-            .iter()
-            .zip(&matches.distances)
-            .filter_map(|(&key, &d)| u32::try_from(key).ok().map(|id| (id, 1.0 - d)))
-            .collect())
+            .map_err(|_| self.dimension_error(query.len()))?;
+        Ok(similarities(&matches))
     }
 
     fn search_all(&self, query: &[f32], k: usize) -> Result<Vec<(u32, f32)>, VectorError> {
@@ -198,16 +195,8 @@ impl VectorIndex for HnswIndex {
         let matches = self
             .index
             .search(query, k)
-            .map_err(|_| VectorError::Dimension {
-                expected: self.dim,
-                found: query.len(),
-            })?;
-        Ok(matches
-            .keys
-            .iter()
-            .zip(&matches.distances)
-            .filter_map(|(&key, &d)| u32::try_from(key).ok().map(|id| (id, 1.0 - d)))
-            .collect())
+            .map_err(|_| self.dimension_error(query.len()))?;
+        Ok(similarities(&matches))
     }
 
     fn len(&self) -> usize {
