@@ -5,7 +5,7 @@
 //! build 100k × 384 vectors on this machine, against about 48 s for usearch
 //! (`docs/design/0004-hnsw-backend.md`).
 
-use std::sync::Mutex;
+use std::sync::RwLock;
 
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
@@ -46,8 +46,10 @@ pub enum HnswError {
 pub struct HnswIndex {
     dim: usize,
     index: Index,
-    /// Serialises growth: `reserve` must not run while another thread adds.
-    grow: Mutex<()>,
+    /// Adds hold it shared; growth (`reserve`) holds it exclusively, so the index never
+    /// grows while another thread is adding.
+    grow: RwLock<()>,
+    threads: usize,
 }
 
 impl std::fmt::Debug for HnswIndex {
@@ -79,7 +81,8 @@ impl HnswIndex {
         Ok(HnswIndex {
             dim,
             index,
-            grow: Mutex::new(()),
+            grow: RwLock::new(()),
+            threads,
         })
     }
 
@@ -95,7 +98,7 @@ impl HnswIndex {
         let matches = self
             .index
             .exact_search(query, k)
-            .map_err(|_| self.dimension_error(query.len()))?;
+            .map_err(|e| VectorError::Backend(e.to_string()))?;
         Ok(similarities(&matches))
     }
 
@@ -107,21 +110,25 @@ impl HnswIndex {
     /// Inserts a vector from any thread; many threads may insert at once.
     pub fn insert_concurrent(&self, id: u32, vector: &[f32]) -> Result<(), VectorError> {
         self.check(vector)?;
-        {
-            let _guard = self.grow.lock().unwrap_or_else(|p| p.into_inner());
-            if self.index.size() + 1 >= self.index.capacity() {
-                let threads = std::thread::available_parallelism().map_or(1, |p| p.get());
-                let _ = self
-                    .index
-                    .reserve_capacity_and_threads((self.index.capacity() * 2).max(1024), threads);
+        loop {
+            {
+                let _shared = self.grow.read().unwrap_or_else(|p| p.into_inner());
+                // Headroom of one slot per thread: every thread past this check fits.
+                if self.index.size() + self.threads < self.index.capacity() {
+                    return self
+                        .index
+                        .add(u64::from(id), vector)
+                        .map_err(|e| VectorError::Backend(e.to_string()));
+                }
+            }
+            let _exclusive = self.grow.write().unwrap_or_else(|p| p.into_inner());
+            if self.index.size() + self.threads >= self.index.capacity() {
+                let wanted = (self.index.capacity() * 2).max(1024) + self.threads;
+                self.index
+                    .reserve_capacity_and_threads(wanted, self.threads)
+                    .map_err(|e| VectorError::Backend(e.to_string()))?;
             }
         }
-        self.index
-            .add(u64::from(id), vector)
-            .map_err(|_| VectorError::Dimension {
-                expected: self.dim,
-                found: vector.len(),
-            })
     }
 
     fn dimension_error(&self, found: usize) -> VectorError {
@@ -157,7 +164,9 @@ impl VectorIndex for HnswIndex {
     fn upsert(&mut self, id: u32, vector: &[f32]) -> Result<(), VectorError> {
         self.check(vector)?;
         if self.index.contains(u64::from(id)) {
-            let _ = self.index.remove(u64::from(id));
+            self.index
+                .remove(u64::from(id))
+                .map_err(|e| VectorError::Backend(e.to_string()))?;
         }
         self.insert_concurrent(id, vector)
     }
@@ -182,7 +191,7 @@ impl VectorIndex for HnswIndex {
         let matches = self
             .index
             .filtered_search(query, k, |key: u64| u32::try_from(key).is_ok_and(keep))
-            .map_err(|_| self.dimension_error(query.len()))?;
+            .map_err(|e| VectorError::Backend(e.to_string()))?;
         Ok(similarities(&matches))
     }
 
@@ -195,7 +204,7 @@ impl VectorIndex for HnswIndex {
         let matches = self
             .index
             .search(query, k)
-            .map_err(|_| self.dimension_error(query.len()))?;
+            .map_err(|e| VectorError::Backend(e.to_string()))?;
         Ok(similarities(&matches))
     }
 

@@ -142,6 +142,9 @@ pub enum SearchError {
     /// `min_trust` is not in [0, 1].
     #[error("min_trust must be a number in [0, 1], got {0}")]
     BadMinTrust(f64),
+    /// Ranking weights must be finite, non-negative and not all zero.
+    #[error("ranking weights must be finite, non-negative and not all zero")]
+    BadWeights,
     /// The cursor was not issued by this index.
     #[error("the cursor is malformed")]
     BadCursor,
@@ -185,7 +188,6 @@ pub struct CapabilityIndex {
     by_did: HashMap<Did, Vec<u32>>,
     next_id: u32,
     snapshots: Mutex<VecDeque<Snapshot>>,
-    next_token: Mutex<u64>,
 }
 
 impl std::fmt::Debug for CapabilityIndex {
@@ -218,7 +220,6 @@ impl CapabilityIndex {
             by_did: HashMap::new(),
             next_id: 0,
             snapshots: Mutex::new(VecDeque::new()),
-            next_token: Mutex::new(0),
         }
     }
 
@@ -238,19 +239,37 @@ impl CapabilityIndex {
     }
 
     /// Indexes every capability of a (verified) card, replacing what the DID had before.
+    ///
+    /// All or nothing: if any capability's text cannot be embedded (it has no words that are
+    /// not stopwords), the card is refused and the index keeps what the DID had before.
     pub fn upsert(&mut self, card: &AgentCard) -> Result<(), SearchError> {
+        let texts: Vec<String> = card
+            .capabilities
+            .iter()
+            .map(|cap| {
+                format!(
+                    "{}. {}. {}. {}",
+                    card.name,
+                    cap.name.replace(['.', '_', '-', '/', ':'], " "),
+                    cap.description,
+                    cap.tags.join(", ")
+                )
+            })
+            .collect();
+        // Whether a text embeds does not depend on corpus statistics, so checking first
+        // means nothing below can fail half-way.
+        for text in &texts {
+            self.embedder.embed(text)?;
+        }
         self.remove(&card.did);
         let mut ids = Vec::with_capacity(card.capabilities.len());
-        for cap in &card.capabilities {
-            let text = format!(
-                "{}. {}. {}. {}",
-                card.name,
-                cap.name.replace(['.', '_', '-', '/', ':'], " "),
-                cap.description,
-                cap.tags.join(", ")
-            );
+        for (cap, text) in card.capabilities.iter().zip(texts) {
             self.embedder.add_document(&text);
             let vector = self.embedder.embed(&text)?;
+            // Ids are never reused while in use, even after the counter wraps.
+            while self.entries.contains_key(&self.next_id) {
+                self.next_id = self.next_id.wrapping_add(1);
+            }
             let id = self.next_id;
             self.next_id = self.next_id.wrapping_add(1);
             self.vectors.upsert(id, &vector)?;
@@ -320,14 +339,10 @@ impl CapabilityIndex {
             return Ok(self.page(snapshot, offset, query));
         }
         let hits = self.rank(query, trust, now)?;
-        let token = {
-            let mut next = self
-                .next_token
-                .lock()
-                .map_err(|_| SearchError::CursorExpired)?;
-            *next = next.wrapping_add(1);
-            *next
-        };
+        // Random tokens: a client cannot guess another client's snapshot.
+        let mut bytes = [0u8; 8];
+        getrandom::fill(&mut bytes).map_err(|_| SearchError::CursorExpired)?;
+        let token = u64::from_le_bytes(bytes);
         let snapshot = Snapshot { token, hits };
         let page = self.page(&snapshot, 0, query);
         if page.next_cursor.is_some() {
@@ -346,10 +361,13 @@ impl CapabilityIndex {
     fn page(&self, snapshot: &Snapshot, offset: usize, query: &SearchQuery) -> Page {
         let mut hits = Vec::with_capacity(query.k);
         let mut position = offset;
+        let live = |id: &u32, hit: &Hit| {
+            self.entries.get(id).is_some_and(|e| e.did == hit.did)
+                && !query.exclude.contains(&hit.did)
+        };
         for (id, hit) in snapshot.hits.iter().skip(offset) {
             position += 1;
-            let still_there = self.entries.get(id).is_some_and(|e| e.did == hit.did);
-            if still_there && !query.exclude.contains(&hit.did) {
+            if live(id, hit) {
                 hits.push(hit.clone());
                 if hits.len() == query.k {
                     break;
@@ -358,7 +376,7 @@ impl CapabilityIndex {
         }
         let more = snapshot.hits[position.min(snapshot.hits.len())..]
             .iter()
-            .any(|(id, hit)| self.entries.contains_key(id) && !query.exclude.contains(&hit.did));
+            .any(|(id, hit)| live(id, hit));
         Page {
             hits,
             next_cursor: more.then(|| format!("{:016x}{:08x}", snapshot.token, position)),
@@ -382,7 +400,12 @@ impl CapabilityIndex {
             {
                 return false;
             }
-            let t = trust(&entry.did, &entry.capability).clamp(0.0, 1.0);
+            let t = trust(&entry.did, &entry.capability);
+            let t = if t.is_finite() {
+                t.clamp(0.0, 1.0)
+            } else {
+                0.0
+            };
             trust_of.insert(id, t);
             query.min_trust.is_none_or(|min| t >= min)
         };
@@ -486,6 +509,12 @@ fn validate(query: &SearchQuery) -> Result<(), SearchError> {
         return Err(SearchError::BadTags(format!(
             "{tag:?} is empty or too long"
         )));
+    }
+    if let Some(w) = query.weights {
+        let all = [w.similarity, w.trust, w.freshness, w.price];
+        if all.iter().any(|x| !x.is_finite() || *x < 0.0) || all.iter().sum::<f64>() <= 0.0 {
+            return Err(SearchError::BadWeights);
+        }
     }
     if let Some(min) = query.min_trust
         && !(0.0..=1.0).contains(&min)

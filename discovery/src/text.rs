@@ -20,8 +20,8 @@ pub(crate) fn is_stopword(word: &str) -> bool {
     STOPWORDS.binary_search(&word).is_ok()
 }
 
-/// A light English stemmer: strips the common inflectional suffixes (`-ing`, `-ed`, `-ies`,
-/// `-s`, `-ly`, `-ation`, `-er`) from words long enough to keep a stem of at least 3
+/// A light English stemmer for ASCII words: strips the first of the suffixes `-ations`,
+/// `-ation`, `-ings`, `-ing`, `-ies`, `-ed`, `-ly`, `-s` from words long enough to keep a stem of at least 3
 /// letters. It conflates "classify", "classifies" and "classifying" closely enough that the
 /// character n-grams do the rest.
 pub(crate) fn stem(word: &str) -> &str {

@@ -16,6 +16,9 @@ pub enum VectorError {
         /// The vector's.
         found: usize,
     },
+    /// The index backend failed (for example, it could not allocate).
+    #[error("vector index backend: {0}")]
+    Backend(String),
 }
 
 /// A set of unit vectors searchable by inner product.

@@ -220,3 +220,49 @@ fn bad_queries_get_typed_errors() {
         Err("cannot embed the query: nothing to embed: the text has no words".into())
     );
 }
+
+#[test]
+fn a_card_that_cannot_be_indexed_leaves_the_old_one_in_place() {
+    let mut index = index_of(4);
+    let before = index.len();
+    let mut bad = card(1, &[("translate", "translate text", &["nlp"])]);
+    bad.name = "the".into();
+    bad.capabilities.push(Capability {
+        name: "a".into(),
+        description: "of the and".into(),
+        tags: vec![],
+        version: String::new(),
+        price: None,
+    });
+    assert!(matches!(index.upsert(&bad), Err(SearchError::Embed(_))));
+    assert_eq!(index.len(), before, "nothing was half-indexed");
+    let page = index
+        .search(&SearchQuery::new("summarise documents", 10), &neutral, NOW)
+        .expect("search");
+    assert!(
+        page.hits.iter().any(|h| h.did == did(1)),
+        "the old card of agent 1 is still there"
+    );
+}
+
+#[test]
+fn bad_weights_are_refused_and_odd_trust_is_contained() {
+    let index = index_of(8);
+    let mut q = SearchQuery::new("classify images", 5);
+    let mut w = agentnet_discovery::RankWeights::default();
+    w.trust = f64::NAN;
+    q.weights = Some(w);
+    assert_eq!(
+        index.search(&q, &neutral, NOW),
+        Err(SearchError::BadWeights)
+    );
+    let nan_trust = |_: &Did, _: &str| f64::NAN;
+    let page = index
+        .search(&SearchQuery::new("classify images", 5), &nan_trust, NOW)
+        .expect("search");
+    assert!(
+        page.hits
+            .iter()
+            .all(|h| h.breakdown.trust == 0.0 && h.score.is_finite())
+    );
+}
