@@ -131,18 +131,8 @@ impl HnswIndex {
         }
     }
 
-    fn dimension_error(&self, found: usize) -> VectorError {
-        VectorError::Dimension {
-            expected: self.dim,
-            found,
-        }
-    }
-
     fn check(&self, v: &[f32]) -> Result<(), VectorError> {
-        if v.len() != self.dim {
-            return Err(self.dimension_error(v.len()));
-        }
-        Ok(())
+        crate::vector::check_dim(self.dim, v)
     }
 }
 

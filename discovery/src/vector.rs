@@ -21,6 +21,17 @@ pub enum VectorError {
     Backend(String),
 }
 
+/// Fails unless `v` has `expected` dimensions: every backend checks every vector with it.
+pub(crate) fn check_dim(expected: usize, v: &[f32]) -> Result<(), VectorError> {
+    if v.len() != expected {
+        return Err(VectorError::Dimension {
+            expected,
+            found: v.len(),
+        });
+    }
+    Ok(())
+}
+
 /// A set of unit vectors searchable by inner product.
 pub trait VectorIndex: Send + Sync {
     /// The dimension of every vector.
@@ -77,13 +88,7 @@ impl ExactIndex {
     }
 
     fn check(&self, v: &[f32]) -> Result<(), VectorError> {
-        if v.len() != self.dim {
-            return Err(VectorError::Dimension {
-                expected: self.dim,
-                found: v.len(),
-            });
-        }
-        Ok(())
+        check_dim(self.dim, v)
     }
 }
 
