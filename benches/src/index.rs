@@ -10,7 +10,7 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::time::Instant;
 
-use agentnet_discovery::{ExactIndex, HnswConfig, HnswIndex, VectorIndex, normalise};
+use agentnet_discovery::{ExactIndex, HnswConfig, HnswIndex, Quantization, VectorIndex, normalise};
 use anyhow::{Context, Result};
 
 /// What the benchmark measured.
@@ -226,7 +226,9 @@ pub fn run(
     }
     let (portable_truth, portable_s) = exact_top(&exact, &query_set)?;
 
-    let config = HnswConfig::default();
+    // f32 storage: the same vectors as the exact baselines, so recall measures the graph.
+    let mut config = HnswConfig::default();
+    config.quantization = Quantization::F32;
     let started = Instant::now();
     let mut hnsw = HnswIndex::new(dim, n + n / 5, config)?;
     let threads = std::thread::available_parallelism().map_or(1, |p| p.get());

@@ -20,6 +20,20 @@ pub enum EmbedError {
         /// The limit.
         max: usize,
     },
+    /// The model could not be loaded or run.
+    #[error("embedding model: {0}")]
+    Model(String),
+    /// A remote embedding service failed or answered something unusable.
+    #[error("embedding service: {0}")]
+    Remote(String),
+    /// The embedder returned a vector of the wrong dimension.
+    #[error("the embedder returned {got} dimensions; expected {expected}")]
+    Dimension {
+        /// What it returned.
+        got: usize,
+        /// What it declared.
+        expected: usize,
+    },
 }
 
 /// Turns text into unit vectors of a fixed dimension.
@@ -35,6 +49,24 @@ pub trait Embedder: Send + Sync {
 
     /// Embeds one text as a unit vector (or the zero vector if no feature is known).
     fn embed(&self, text: &str) -> Result<Vec<f32>, EmbedError>;
+
+    /// Embeds several texts, in order. Embedders that batch (a model, a remote service)
+    /// override this; all or nothing.
+    fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        texts.iter().map(|t| self.embed(t)).collect()
+    }
+
+    /// Whether vectors depend on the documents counted by [`Embedder::add_document`].
+    fn learns_from_corpus(&self) -> bool {
+        false
+    }
+
+    /// Counts a newly indexed document towards corpus statistics (only embedders that learn
+    /// from the corpus, such as [`LexicalEmbedder`], do anything).
+    fn add_document(&mut self, _text: &str) {}
+
+    /// Forgets a document counted by [`Embedder::add_document`].
+    fn remove_document(&mut self, _text: &str) {}
 }
 
 /// The longest text the lexical embedder accepts: a card's description plus its
@@ -126,15 +158,15 @@ impl LexicalEmbedder {
     }
 
     /// Counts `text`'s features towards the corpus statistics.
-    pub fn add_document(&mut self, text: &str) {
+    fn count_document(&mut self, text: &str) {
         for f in self.features(text).into_keys() {
             *self.document_frequency.entry(f).or_default() += 1;
         }
         self.documents += 1;
     }
 
-    /// Removes a document counted by [`LexicalEmbedder::add_document`].
-    pub fn remove_document(&mut self, text: &str) {
+    /// Removes a document counted by [`LexicalEmbedder::count_document`].
+    fn uncount_document(&mut self, text: &str) {
         for f in self.features(text).into_keys() {
             if let Some(df) = self.document_frequency.get_mut(&f) {
                 *df -= 1;
@@ -189,6 +221,18 @@ impl Embedder for LexicalEmbedder {
         }
         normalise(&mut v);
         Ok(v)
+    }
+
+    fn learns_from_corpus(&self) -> bool {
+        true
+    }
+
+    fn add_document(&mut self, text: &str) {
+        self.count_document(text);
+    }
+
+    fn remove_document(&mut self, text: &str) {
+        self.uncount_document(text);
     }
 }
 

@@ -17,14 +17,10 @@ pub struct CatalogEntry {
 }
 
 impl CatalogEntry {
-    /// The text that is indexed: name, description and tags.
+    /// The text that is indexed: name, description and tags joined by spaces, as the data
+    /// set's reference figures were computed.
     pub fn text(&self) -> String {
-        format!(
-            "{}. {}. {}",
-            self.name,
-            self.description,
-            self.tags.join(", ")
-        )
+        format!("{} {} {}", self.name, self.description, self.tags.join(" "))
     }
 }
 
@@ -112,59 +108,196 @@ impl Evaluator {
     }
 }
 
-/// Evaluates `embedder` with exact cosine search over `catalog`. The embedder's corpus
-/// statistics should already include the catalog. Queries that cannot be embedded count as
-/// misses. Returns the metrics and the total time spent embedding queries, in seconds.
+/// Scores of every catalog entry for every query: `scores[q][c]`, higher is better;
+/// `f32::NEG_INFINITY` means "not retrieved".
+pub type ScoreMatrix = Vec<Vec<f32>>;
+
+/// Cosine scores of `embedder` over `catalog` (exact search). The embedder's corpus
+/// statistics should already include the catalog. A query that cannot be embedded retrieves
+/// nothing. Returns the scores and the total time spent embedding queries, in seconds.
+pub fn dense_scores(
+    embedder: &dyn crate::Embedder,
+    catalog: &[CatalogEntry],
+    queries: &[Query],
+) -> Result<(ScoreMatrix, f64), crate::EmbedError> {
+    let texts: Vec<String> = catalog.iter().map(CatalogEntry::text).collect();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let vectors = embedder.embed_batch(&refs)?;
+    let mut embed_seconds = 0.0;
+    let scores = queries
+        .iter()
+        .map(|q| {
+            let started = std::time::Instant::now();
+            let v = embedder.embed(&q.query);
+            embed_seconds += started.elapsed().as_secs_f64();
+            match v {
+                Ok(v) => vectors.iter().map(|d| crate::dot(&v, d)).collect(),
+                Err(_) => vec![f32::NEG_INFINITY; catalog.len()],
+            }
+        })
+        .collect();
+    Ok((scores, embed_seconds))
+}
+
+/// Pseudo-relevance feedback on a score matrix: each entry gains `beta` times its mean
+/// similarity (`doc_sim[c][d]`) to the `top` best entries of the query's first ranking.
+pub fn feedback(scores: &ScoreMatrix, doc_sim: &[Vec<f32>], top: usize, beta: f32) -> ScoreMatrix {
+    scores
+        .iter()
+        .map(|row| {
+            let mut order: Vec<usize> = (0..row.len()).filter(|&c| row[c].is_finite()).collect();
+            order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+            order.truncate(top);
+            row.iter()
+                .enumerate()
+                .map(|(c, &s)| {
+                    if !s.is_finite() || order.is_empty() {
+                        return s;
+                    }
+                    let mean =
+                        order.iter().map(|&d| doc_sim[c][d]).sum::<f32>() / order.len() as f32;
+                    s + beta * mean
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Cosine similarity between every pair of catalog entries under `embedder`.
+pub fn doc_similarities(
+    embedder: &dyn crate::Embedder,
+    catalog: &[CatalogEntry],
+) -> Result<Vec<Vec<f32>>, crate::EmbedError> {
+    let texts: Vec<String> = catalog.iter().map(CatalogEntry::text).collect();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let vectors = embedder.embed_batch(&refs)?;
+    Ok(vectors
+        .iter()
+        .map(|a| vectors.iter().map(|b| crate::dot(a, b)).collect())
+        .collect())
+}
+
+/// BM25 (k1 = 1.2, b = 0.75) scores over `catalog`; entries that match no term are not
+/// retrieved.
+pub fn bm25_scores(catalog: &[CatalogEntry], queries: &[Query]) -> ScoreMatrix {
+    let mut bm25 = crate::Bm25::new(crate::Bm25Config::default());
+    for entry in catalog {
+        bm25.add(&entry.text());
+    }
+    queries
+        .iter()
+        .map(|q| {
+            let mut row = vec![f32::NEG_INFINITY; catalog.len()];
+            for (doc, s) in bm25.scores(&q.query) {
+                if let Some(slot) = row.get_mut(doc as usize) {
+                    *slot = s;
+                }
+            }
+            row
+        })
+        .collect()
+}
+
+/// Reciprocal rank fusion of several score matrices (`specs/discovery.md#fusion`): each
+/// entry scores the sum over the lists that retrieved it of `1 / (k + rank)`.
+pub fn fuse_rrf(lists: &[&ScoreMatrix], k: f64) -> ScoreMatrix {
+    let Some(first) = lists.first() else {
+        return Vec::new();
+    };
+    (0..first.len())
+        .map(|q| {
+            let n = first[q].len();
+            let mut fused = vec![f32::NEG_INFINITY; n];
+            for list in lists {
+                let row = &list[q];
+                let mut order: Vec<usize> =
+                    (0..n).filter(|&c| row[c] > f32::NEG_INFINITY).collect();
+                order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+                for (rank, c) in order.into_iter().enumerate() {
+                    let add = (1.0 / (k + rank as f64 + 1.0)) as f32;
+                    fused[c] = if fused[c] == f32::NEG_INFINITY {
+                        add
+                    } else {
+                        fused[c] + add
+                    };
+                }
+            }
+            fused
+        })
+        .collect()
+}
+
+/// A weighted sum of score matrices, each first scaled per query by its largest score
+/// (so that BM25 and cosines are comparable); entries no list retrieved stay unretrieved.
+pub fn fuse_weighted(lists: &[(&ScoreMatrix, f32)]) -> ScoreMatrix {
+    let Some((first, _)) = lists.first() else {
+        return Vec::new();
+    };
+    (0..first.len())
+        .map(|q| {
+            let n = first[q].len();
+            let mut fused = vec![f32::NEG_INFINITY; n];
+            for (list, weight) in lists {
+                let row = &list[q];
+                let max = row
+                    .iter()
+                    .copied()
+                    .filter(|s| s.is_finite())
+                    .fold(0f32, f32::max);
+                if max <= 0.0 {
+                    continue;
+                }
+                for (c, &s) in row.iter().enumerate() {
+                    if s.is_finite() {
+                        let add = weight * s / max;
+                        fused[c] = if fused[c] == f32::NEG_INFINITY {
+                            add
+                        } else {
+                            fused[c] + add
+                        };
+                    }
+                }
+            }
+            fused
+        })
+        .collect()
+}
+
+/// Metrics of a score matrix: each query's top 10 by score (ties by catalog order).
+pub fn evaluate_scores(
+    catalog: &[CatalogEntry],
+    queries: &[Query],
+    scores: &ScoreMatrix,
+) -> Metrics {
+    let mut eval = Evaluator::default();
+    for (q, row) in queries.iter().zip(scores) {
+        let mut order: Vec<usize> = (0..row.len())
+            .filter(|&c| row[c] > f32::NEG_INFINITY)
+            .collect();
+        order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+        let ranked: Vec<&str> = order
+            .iter()
+            .take(10)
+            .filter_map(|&c| catalog.get(c).map(|e| e.id.as_str()))
+            .collect();
+        eval.add(&ranked, &q.relevant);
+    }
+    eval.metrics()
+}
+
+/// Evaluates `embedder` with exact cosine search over `catalog`; see [`dense_scores`].
 pub fn evaluate_embedder(
     embedder: &dyn crate::Embedder,
     catalog: &[CatalogEntry],
     queries: &[Query],
 ) -> Result<(Metrics, f64), crate::EmbedError> {
-    let vectors: Vec<Vec<f32>> = catalog
-        .iter()
-        .map(|c| embedder.embed(&c.text()))
-        .collect::<Result<_, _>>()?;
-    let mut eval = Evaluator::default();
-    let mut embed_seconds = 0.0;
-    for q in queries {
-        let started = std::time::Instant::now();
-        let Ok(v) = embedder.embed(&q.query) else {
-            eval.add(&[], &q.relevant);
-            continue;
-        };
-        embed_seconds += started.elapsed().as_secs_f64();
-        let mut scored: Vec<(usize, f32)> = vectors
-            .iter()
-            .enumerate()
-            .map(|(i, d)| (i, crate::dot(&v, d)))
-            .collect();
-        scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        let ranked: Vec<&str> = scored
-            .iter()
-            .take(10)
-            .map(|(i, _)| catalog[*i].id.as_str())
-            .collect();
-        eval.add(&ranked, &q.relevant);
-    }
-    Ok((eval.metrics(), embed_seconds))
+    let (scores, seconds) = dense_scores(embedder, catalog, queries)?;
+    Ok((evaluate_scores(catalog, queries, &scores), seconds))
 }
 
 /// Evaluates plain BM25 (k1 = 1.2, b = 0.75) over `catalog`.
 pub fn evaluate_bm25(catalog: &[CatalogEntry], queries: &[Query]) -> Metrics {
-    let mut bm25 = crate::Bm25::new(crate::Bm25Config::default());
-    for entry in catalog {
-        bm25.add(&entry.text());
-    }
-    let mut eval = Evaluator::default();
-    for q in queries {
-        let ranked: Vec<&str> = bm25
-            .top(&q.query, 10)
-            .iter()
-            .map(|(d, _)| catalog[*d as usize].id.as_str())
-            .collect();
-        eval.add(&ranked, &q.relevant);
-    }
-    eval.metrics()
+    evaluate_scores(catalog, queries, &bm25_scores(catalog, queries))
 }
 
 #[cfg(test)]

@@ -8,16 +8,19 @@ use agentnet_protocol::{AgentCard, Did, Timestamp};
 
 use crate::bm25::{Bm25, Bm25Config};
 use crate::embed::{EmbedError, Embedder, LexicalConfig, LexicalEmbedder};
-use crate::vector::{ExactIndex, VectorError, VectorIndex};
+use crate::hnsw::{AdaptiveIndex, HnswConfig};
+use crate::vector::{VectorError, VectorIndex};
 
 /// The longest query text.
-pub const MAX_QUERY_LEN: usize = 1024;
+pub const MAX_QUERY_LEN: usize = 4096;
 /// The most results on one page.
 pub const MAX_PAGE_SIZE: usize = 100;
 /// The most results one query can page through.
 pub const MAX_RESULTS: usize = 1000;
 /// The most tag filters in one query.
 pub const MAX_QUERY_TAGS: usize = 16;
+/// The most organisations in one query's membership filter.
+pub const MAX_QUERY_ORGS: usize = 16;
 /// Result snapshots kept for cursors; the oldest is dropped first.
 pub const MAX_SNAPSHOTS: usize = 256;
 /// Reciprocal rank fusion constant.
@@ -62,6 +65,9 @@ pub struct SearchQuery {
     pub min_trust: Option<f64>,
     /// Agents never to return (paused or revoked).
     pub exclude: HashSet<Did>,
+    /// If not empty, only agents with a verified membership credential from one of these
+    /// organisations ([`Signals::is_member`]).
+    pub orgs: Vec<Did>,
     /// Ranking weights; the defaults if `None`.
     pub weights: Option<RankWeights>,
     /// The cursor of the previous page.
@@ -79,6 +85,61 @@ impl SearchQuery {
     }
 }
 
+/// What the node knows about agents besides their cards: trust and verified memberships.
+///
+/// Any `Fn(&Did, &str) -> f64` is a `Signals` that gives trust and knows no memberships.
+pub trait Signals {
+    /// The node's trust in `did` for `capability`, in [0, 1] (other values count as 0).
+    fn trust(&self, did: &Did, capability: &str) -> f64;
+
+    /// Whether `did` holds a verified membership credential issued by `org`.
+    fn is_member(&self, _did: &Did, _org: &Did) -> bool {
+        false
+    }
+}
+
+impl<F: Fn(&Did, &str) -> f64> Signals for F {
+    fn trust(&self, did: &Did, capability: &str) -> f64 {
+        self(did, capability)
+    }
+}
+
+/// Parameters of a [`CapabilityIndex`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct IndexConfig {
+    /// Above this many capabilities the dense index moves from an exact scan to HNSW.
+    /// Default [`DEFAULT_HNSW_THRESHOLD`], the measured crossover.
+    pub hnsw_threshold: usize,
+    /// HNSW parameters.
+    pub hnsw: HnswConfig,
+    /// Candidates taken from each list (dense, BM25) for the first page; later pages
+    /// deepen the search as needed, up to [`MAX_RESULTS`]. Default 32.
+    pub depth: usize,
+}
+
+/// Ids sampled to estimate how many capabilities pass a filter.
+const FILTER_SAMPLE: usize = 256;
+/// A filter expected to pass at most this many capabilities is served by an exact scan of
+/// those it passes.
+const EXACT_FILTER_MAX: usize = 2048;
+/// The most results asked of the graph for one filtered search before falling back to an
+/// exact scan of the capabilities that pass.
+const MAX_OVERFETCH: usize = 4096;
+
+/// The measured crossover between the exact scan and HNSW (`specs/discovery.md#dense-index`).
+pub const DEFAULT_HNSW_THRESHOLD: usize = 4096;
+
+impl Default for IndexConfig {
+    fn default() -> Self {
+        IndexConfig {
+            hnsw_threshold: DEFAULT_HNSW_THRESHOLD,
+            hnsw: HnswConfig::default(),
+            depth: 32,
+        }
+    }
+}
+
 /// Why each result ranks where it does. Every component is in [0, 1].
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
 pub struct Breakdown {
@@ -86,7 +147,9 @@ pub struct Breakdown {
     pub similarity: f64,
     /// Cosine similarity of the dense vectors.
     pub dense: f64,
-    /// Rank in the BM25 list (1-based), if the text matched any term.
+    /// Rank in the dense list (1-based), if among the candidates taken from it.
+    pub dense_rank: Option<usize>,
+    /// Rank in the BM25 list (1-based), if among the candidates taken from it.
     pub lexical_rank: Option<usize>,
     /// Trust in the agent for this capability.
     pub trust: f64,
@@ -139,6 +202,9 @@ pub enum SearchError {
     /// Too many tags, or a malformed one.
     #[error("bad tag filter: {0}")]
     BadTags(String),
+    /// Too many organisations in the membership filter.
+    #[error("at most {MAX_QUERY_ORGS} organisations may be given, got {0}")]
+    TooManyOrgs(usize),
     /// `min_trust` is not in [0, 1].
     #[error("min_trust must be a number in [0, 1], got {0}")]
     BadMinTrust(f64),
@@ -173,20 +239,32 @@ struct Entry {
 #[derive(Debug)]
 struct Snapshot {
     token: u64,
+    /// The query as first asked (its cursor unset) and its vector, to deepen the ranking.
+    query: SearchQuery,
+    vector: Vec<f32>,
+    /// Candidates taken from each list so far.
+    depth: usize,
+    /// Whether every matching capability is already ranked.
+    complete: bool,
     hits: Vec<(u32, Hit)>,
+    /// (agent, capability) of every hit, so that deepening never adds one twice.
+    seen: HashSet<(Did, String)>,
 }
 
 /// The capability index of one node. Keyed by (DID, capability name): upserting a card
 /// replaces every capability of that DID, and every change is visible to the next search.
 pub struct CapabilityIndex {
-    embedder: LexicalEmbedder,
-    vectors: Box<dyn VectorIndex>,
+    embedder: Box<dyn Embedder>,
+    vectors: AdaptiveIndex,
+    config: IndexConfig,
+    /// BM25 over the same texts, under the same ids as `vectors` and `entries`.
     bm25: Bm25,
-    bm25_ids: HashMap<u32, u32>,
-    bm25_back: HashMap<u32, u32>,
-    entries: HashMap<u32, Entry>,
+    /// Indexed capabilities by id; ids are dense (freed ids are reused first).
+    entries: Vec<Option<Entry>>,
+    live: usize,
     by_did: HashMap<Did, Vec<u32>>,
-    next_id: u32,
+    /// Ids freed by removals, reused first so that per-id arrays stay as small as the index.
+    free: Vec<u32>,
     snapshots: Mutex<VecDeque<Snapshot>>,
 }
 
@@ -194,7 +272,7 @@ impl std::fmt::Debug for CapabilityIndex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CapabilityIndex")
             .field("embedder", &self.embedder.id())
-            .field("entries", &self.entries.len())
+            .field("entries", &self.live)
             .finish_non_exhaustive()
     }
 }
@@ -206,19 +284,26 @@ impl Default for CapabilityIndex {
 }
 
 impl CapabilityIndex {
-    /// An empty index with the lexical embedder and an exact vector scan.
+    /// An empty index with the lexical embedder and the default [`IndexConfig`].
     pub fn new(config: LexicalConfig) -> Self {
-        let embedder = LexicalEmbedder::new(config);
-        let vectors = Box::new(ExactIndex::new(embedder.dim()));
+        Self::with_embedder(
+            Box::new(LexicalEmbedder::new(config)),
+            IndexConfig::default(),
+        )
+    }
+
+    /// An empty index with any embedder.
+    pub fn with_embedder(embedder: Box<dyn Embedder>, config: IndexConfig) -> Self {
+        let vectors = AdaptiveIndex::new(embedder.dim(), config.hnsw_threshold, config.hnsw);
         CapabilityIndex {
             embedder,
             vectors,
+            config,
             bm25: Bm25::new(Bm25Config::default()),
-            bm25_ids: HashMap::new(),
-            bm25_back: HashMap::new(),
-            entries: HashMap::new(),
+            free: Vec::new(),
+            entries: Vec::new(),
+            live: 0,
             by_did: HashMap::new(),
-            next_id: 0,
             snapshots: Mutex::new(VecDeque::new()),
         }
     }
@@ -228,14 +313,23 @@ impl CapabilityIndex {
         self.embedder.id()
     }
 
+    /// The dense backend in use: `exact` or `hnsw-usearch`.
+    pub fn backend(&self) -> &'static str {
+        self.vectors.backend()
+    }
+
     /// Indexed capabilities.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.live
     }
 
     /// Whether nothing is indexed.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.live == 0
+    }
+
+    fn entry(&self, id: u32) -> Option<&Entry> {
+        self.entries.get(id as usize).and_then(Option::as_ref)
     }
 
     /// Indexes every capability of a (verified) card, replacing what the DID had before.
@@ -256,38 +350,47 @@ impl CapabilityIndex {
                 )
             })
             .collect();
-        // Whether a text embeds does not depend on corpus statistics, so checking first
-        // means nothing below can fail half-way.
-        for text in &texts {
-            self.embedder.embed(text)?;
+        // Embedding first means nothing below can fail half-way on bad text. The lexical
+        // embedder learns from the corpus, so its vectors are computed again below, once the
+        // card's own text counts (whether a text embeds does not depend on the corpus).
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let mut vectors = self.embedder.embed_batch(&refs)?;
+        if let Some(v) = vectors.iter().find(|v| v.len() != self.embedder.dim()) {
+            return Err(EmbedError::Dimension {
+                got: v.len(),
+                expected: self.embedder.dim(),
+            }
+            .into());
         }
         self.remove(&card.did);
+        for text in &texts {
+            self.embedder.add_document(text);
+        }
+        if self.embedder.learns_from_corpus() {
+            vectors = self.embedder.embed_batch(&refs)?;
+        }
         let mut ids = Vec::with_capacity(card.capabilities.len());
-        for (cap, text) in card.capabilities.iter().zip(texts) {
-            self.embedder.add_document(&text);
-            let vector = self.embedder.embed(&text)?;
-            // Ids are never reused while in use, even after the counter wraps.
-            while self.entries.contains_key(&self.next_id) {
-                self.next_id = self.next_id.wrapping_add(1);
+        for ((cap, text), vector) in card.capabilities.iter().zip(texts).zip(vectors) {
+            let id = self.allocate_id()?;
+            if let Err(e) = self.vectors.upsert(id, &vector) {
+                // The backend failed (out of memory): undo this card's capabilities.
+                self.embedder.remove_document(&text);
+                self.free.push(id);
+                self.by_did.insert(card.did.clone(), ids);
+                self.remove(&card.did);
+                return Err(e.into());
             }
-            let id = self.next_id;
-            self.next_id = self.next_id.wrapping_add(1);
-            self.vectors.upsert(id, &vector)?;
-            let doc = self.bm25.add(&text);
-            self.bm25_ids.insert(id, doc);
-            self.bm25_back.insert(doc, id);
-            self.entries.insert(
-                id,
-                Entry {
-                    did: card.did.clone(),
-                    name: card.name.clone(),
-                    capability: cap.name.clone(),
-                    tags: cap.tags.clone(),
-                    text,
-                    issued_at: card.issued_at,
-                    price_micros: cap.price.as_ref().map(|p| p.amount_micros),
-                },
-            );
+            self.bm25.insert(id, &text);
+            self.live += 1;
+            self.entries[id as usize] = Some(Entry {
+                did: card.did.clone(),
+                name: card.name.clone(),
+                capability: cap.name.clone(),
+                tags: cap.tags.clone(),
+                text,
+                issued_at: card.issued_at,
+                price_micros: cap.price.as_ref().map(|p| p.amount_micros),
+            });
             ids.push(id);
         }
         self.by_did.insert(card.did.clone(), ids);
@@ -300,51 +403,105 @@ impl CapabilityIndex {
             return 0;
         };
         for id in &ids {
-            if let Some(entry) = self.entries.remove(id) {
+            if let Some(entry) = self.entries.get_mut(*id as usize).and_then(Option::take) {
                 self.embedder.remove_document(&entry.text);
+                self.live -= 1;
             }
             self.vectors.remove(*id);
-            if let Some(doc) = self.bm25_ids.remove(id) {
-                self.bm25.remove(doc);
-                self.bm25_back.remove(&doc);
-            }
+            self.bm25.remove(*id);
+            self.free.push(*id);
         }
         ids.len()
     }
 
-    /// Searches. `trust(did, capability)` gives the node's trust in an agent for a
-    /// capability, in [0, 1]; `now` dates freshness.
+    /// A free id: a freed one if any, else a new one at the end.
+    fn allocate_id(&mut self) -> Result<u32, SearchError> {
+        while let Some(id) = self.free.pop() {
+            if self.entry(id).is_none() {
+                return Ok(id);
+            }
+        }
+        let id = u32::try_from(self.entries.len())
+            .map_err(|_| VectorError::Backend("the index is full".into()))?;
+        self.entries.push(None);
+        Ok(id)
+    }
+
+    /// Embeds a query's text. [`CapabilityIndex::search`] does this itself; call it to time
+    /// embedding apart from searching, then use [`CapabilityIndex::search_embedded`].
+    pub fn embed_query(&self, text: &str) -> Result<Vec<f32>, SearchError> {
+        let vector = self.embedder.embed(text)?;
+        crate::vector::check_dim(self.embedder.dim(), &vector)?;
+        Ok(vector)
+    }
+
+    /// Searches. `signals` gives the node's trust in agents and their verified memberships;
+    /// `now` dates freshness.
     ///
-    /// The first page ranks every capability that passes the filters and keeps the ranking
-    /// (at most [`MAX_RESULTS`]) as a snapshot; later pages read the snapshot, skipping
-    /// capabilities removed or excluded since. So paging never repeats a result, even while
-    /// the index changes.
+    /// The first page ranks the best candidates from the dense and BM25 lists (see
+    /// [`IndexConfig::depth`]) among the capabilities that pass the filters, and keeps the
+    /// ranking as a snapshot; later pages read the snapshot, deepening it when they run
+    /// past its end (at most [`MAX_RESULTS`] in all), and skip capabilities removed or
+    /// excluded since. Paging never repeats a result, even while the index changes.
     pub fn search(
         &self,
         query: &SearchQuery,
-        trust: &dyn Fn(&Did, &str) -> f64,
+        signals: &dyn Signals,
         now: Timestamp,
     ) -> Result<Page, SearchError> {
         validate(query)?;
-        if let Some(cursor) = &query.cursor {
-            let (token, offset) = parse_cursor(cursor)?;
-            let snapshots = self
-                .snapshots
-                .lock()
-                .map_err(|_| SearchError::CursorExpired)?;
-            let snapshot = snapshots
-                .iter()
-                .find(|s| s.token == token)
-                .ok_or(SearchError::CursorExpired)?;
-            return Ok(self.page(snapshot, offset, query));
+        if query.cursor.is_some() {
+            return self.next_page(query, signals, now);
         }
-        let hits = self.rank(query, trust, now)?;
+        let vector = self.embed_query(&query.text)?;
+        self.first_page(query, vector, signals, now)
+    }
+
+    /// [`CapabilityIndex::search`] with the query's vector already computed by
+    /// [`CapabilityIndex::embed_query`].
+    pub fn search_embedded(
+        &self,
+        query: &SearchQuery,
+        vector: Vec<f32>,
+        signals: &dyn Signals,
+        now: Timestamp,
+    ) -> Result<Page, SearchError> {
+        validate(query)?;
+        if query.cursor.is_some() {
+            return self.next_page(query, signals, now);
+        }
+        crate::vector::check_dim(self.embedder.dim(), &vector)?;
+        self.first_page(query, vector, signals, now)
+    }
+
+    fn first_page(
+        &self,
+        query: &SearchQuery,
+        vector: Vec<f32>,
+        signals: &dyn Signals,
+        now: Timestamp,
+    ) -> Result<Page, SearchError> {
+        let depth = self.config.depth.clamp(query.k, MAX_RESULTS);
+        let (hits, complete) = self.rank(query, &vector, signals, now, depth)?;
         // Random tokens: a client cannot guess another client's snapshot.
         let mut bytes = [0u8; 8];
         getrandom::fill(&mut bytes).map_err(|_| SearchError::CursorExpired)?;
-        let token = u64::from_le_bytes(bytes);
-        let snapshot = Snapshot { token, hits };
-        let page = self.page(&snapshot, 0, query);
+        let mut snapshot = Snapshot {
+            token: u64::from_le_bytes(bytes),
+            query: SearchQuery {
+                cursor: None,
+                ..query.clone()
+            },
+            vector,
+            depth,
+            complete,
+            seen: hits
+                .iter()
+                .map(|(_, h)| (h.did.clone(), h.capability.clone()))
+                .collect(),
+            hits,
+        };
+        let page = self.page(&mut snapshot, 0, query, signals, now)?;
         if page.next_cursor.is_some() {
             let mut snapshots = self
                 .snapshots
@@ -358,93 +515,250 @@ impl CapabilityIndex {
         Ok(page)
     }
 
-    fn page(&self, snapshot: &Snapshot, offset: usize, query: &SearchQuery) -> Page {
-        let mut hits = Vec::with_capacity(query.k);
-        let mut position = offset;
+    fn next_page(
+        &self,
+        query: &SearchQuery,
+        signals: &dyn Signals,
+        now: Timestamp,
+    ) -> Result<Page, SearchError> {
+        let cursor = query.cursor.as_deref().ok_or(SearchError::BadCursor)?;
+        let (token, offset) = parse_cursor(cursor)?;
+        // Take the snapshot out while its page is built (deepening it ranks again).
+        let mut snapshot = {
+            let mut snapshots = self
+                .snapshots
+                .lock()
+                .map_err(|_| SearchError::CursorExpired)?;
+            let at = snapshots
+                .iter()
+                .position(|s| s.token == token)
+                .ok_or(SearchError::CursorExpired)?;
+            snapshots.remove(at).ok_or(SearchError::CursorExpired)?
+        };
+        let page = self.page(&mut snapshot, offset, query, signals, now);
+        if let Ok(Page {
+            next_cursor: Some(_),
+            ..
+        }) = &page
+        {
+            let mut snapshots = self
+                .snapshots
+                .lock()
+                .map_err(|_| SearchError::CursorExpired)?;
+            if snapshots.len() >= MAX_SNAPSHOTS {
+                snapshots.pop_front();
+            }
+            snapshots.push_back(snapshot);
+        }
+        page
+    }
+
+    /// Ranks deeper and appends what the snapshot has not seen; false if it cannot grow.
+    fn deepen(
+        &self,
+        snapshot: &mut Snapshot,
+        signals: &dyn Signals,
+        now: Timestamp,
+    ) -> Result<bool, SearchError> {
+        if snapshot.complete || snapshot.depth >= MAX_RESULTS || snapshot.hits.len() >= MAX_RESULTS
+        {
+            return Ok(false);
+        }
+        let depth = (snapshot.depth * 2).min(MAX_RESULTS);
+        let (hits, complete) = self.rank(&snapshot.query, &snapshot.vector, signals, now, depth)?;
+        snapshot.depth = depth;
+        snapshot.complete = complete;
+        for (id, hit) in hits {
+            if snapshot.hits.len() >= MAX_RESULTS {
+                break;
+            }
+            if snapshot
+                .seen
+                .insert((hit.did.clone(), hit.capability.clone()))
+            {
+                snapshot.hits.push((id, hit));
+            }
+        }
+        Ok(true)
+    }
+
+    fn page(
+        &self,
+        snapshot: &mut Snapshot,
+        offset: usize,
+        query: &SearchQuery,
+        signals: &dyn Signals,
+        now: Timestamp,
+    ) -> Result<Page, SearchError> {
         let live = |id: &u32, hit: &Hit| {
-            self.entries.get(id).is_some_and(|e| e.did == hit.did)
+            self.entry(*id)
+                .is_some_and(|e| e.did == hit.did && e.capability == hit.capability)
                 && !query.exclude.contains(&hit.did)
         };
-        for (id, hit) in snapshot.hits.iter().skip(offset) {
-            position += 1;
-            if live(id, hit) {
-                hits.push(hit.clone());
-                if hits.len() == query.k {
-                    break;
+        let mut hits = Vec::with_capacity(query.k);
+        let mut position = offset;
+        loop {
+            while hits.len() < query.k && position < snapshot.hits.len() {
+                let (id, hit) = &snapshot.hits[position];
+                position += 1;
+                if live(id, hit) {
+                    hits.push(hit.clone());
                 }
+            }
+            // Is there another live result, in the snapshot or deeper?
+            let more = snapshot.hits[position.min(snapshot.hits.len())..]
+                .iter()
+                .any(|(id, hit)| live(id, hit));
+            if more && hits.len() == query.k {
+                break;
+            }
+            if !more && !self.deepen(snapshot, signals, now)? {
+                break;
             }
         }
         let more = snapshot.hits[position.min(snapshot.hits.len())..]
             .iter()
             .any(|(id, hit)| live(id, hit));
-        Page {
+        Ok(Page {
             hits,
             next_cursor: more.then(|| format!("{:016x}{:08x}", snapshot.token, position)),
+        })
+    }
+
+    /// Whether the capability `id` passes the query's filters.
+    fn passes(&self, id: u32, query: &SearchQuery, signals: &dyn Signals) -> bool {
+        if unfiltered(query) {
+            // Every indexed id passes (the vector index and BM25 hold only ids that are in
+            // `entries`).
+            return true;
+        }
+        let Some(entry) = self.entry(id) else {
+            return false;
+        };
+        !query.exclude.contains(&entry.did)
+            && query.tags.iter().all(|t| entry.tags.contains(t))
+            && (query.orgs.is_empty()
+                || query.orgs.iter().any(|o| signals.is_member(&entry.did, o)))
+            && query
+                .min_trust
+                .is_none_or(|min| clamp_trust(signals.trust(&entry.did, &entry.capability)) >= min)
+    }
+
+    /// The best `depth` capabilities by cosine among those that pass the filters; fewer
+    /// only if fewer pass.
+    ///
+    /// With the exact scan, a filtered scan. With HNSW: no filter, a plain graph search;
+    /// a filter that few capabilities pass (estimated on a sample), an exact scan of those
+    /// that pass; otherwise a graph search for more results than needed, filtered after,
+    /// widened until it yields enough, and an exact scan if it still does not.
+    fn dense_candidates(
+        &self,
+        query: &SearchQuery,
+        vector: &[f32],
+        depth: usize,
+        keep: &dyn Fn(u32) -> bool,
+    ) -> Result<Vec<(u32, f32)>, SearchError> {
+        if unfiltered(query) {
+            return Ok(self.vectors.search_all(vector, depth)?);
+        }
+        if self.vectors.is_exact() {
+            return Ok(self.vectors.search(vector, depth, keep)?);
+        }
+        let n = self.live.max(1);
+        // Selectivity from a sample of ids spread over the whole id range.
+        let step = (self.entries.len() / FILTER_SAMPLE).max(1);
+        let (mut sampled, mut passed) = (0usize, 0usize);
+        for (id, entry) in self.entries.iter().enumerate().step_by(step) {
+            if entry.is_some() {
+                sampled += 1;
+                passed += usize::from(keep(id as u32));
+            }
+        }
+        let selectivity = (passed as f64 + 0.5) / (sampled as f64 + 1.0);
+        if selectivity * (n as f64) <= EXACT_FILTER_MAX as f64 {
+            return self.exact_among_passing(vector, depth, keep);
+        }
+        let mut wanted = ((depth as f64 / selectivity) * 1.5).ceil() as usize;
+        loop {
+            wanted = wanted.min(n);
+            let found: Vec<(u32, f32)> = self
+                .vectors
+                .search_all(vector, wanted)?
+                .into_iter()
+                .filter(|&(id, _)| keep(id))
+                .take(depth)
+                .collect();
+            if found.len() >= depth || wanted >= n {
+                return Ok(found);
+            }
+            if wanted >= MAX_OVERFETCH {
+                return self.exact_among_passing(vector, depth, keep);
+            }
+            wanted *= 2;
         }
     }
 
+    /// Exact cosine ranking of every capability that passes `keep`.
+    fn exact_among_passing(
+        &self,
+        vector: &[f32],
+        depth: usize,
+        keep: &dyn Fn(u32) -> bool,
+    ) -> Result<Vec<(u32, f32)>, SearchError> {
+        let matching: Vec<u32> = (0..self.entries.len() as u32)
+            .filter(|&id| self.entry(id).is_some() && keep(id))
+            .collect();
+        Ok(self.vectors.search_among(vector, &matching, depth)?)
+    }
+
+    /// The fused ranking of the best `depth` candidates of each list, and whether it holds
+    /// every capability that passes the filters.
     fn rank(
         &self,
         query: &SearchQuery,
-        trust: &dyn Fn(&Did, &str) -> f64,
+        vector: &[f32],
+        signals: &dyn Signals,
         now: Timestamp,
-    ) -> Result<Vec<(u32, Hit)>, SearchError> {
-        let weights = query.weights.unwrap_or_default();
-        let mut trust_of: HashMap<u32, f64> = HashMap::new();
-        let passes = |id: u32, trust_of: &mut HashMap<u32, f64>| -> bool {
-            let Some(entry) = self.entries.get(&id) else {
-                return false;
-            };
-            if query.exclude.contains(&entry.did)
-                || !query.tags.iter().all(|t| entry.tags.contains(t))
-            {
-                return false;
-            }
-            let t = trust(&entry.did, &entry.capability);
-            let t = if t.is_finite() {
-                t.clamp(0.0, 1.0)
-            } else {
-                0.0
-            };
-            trust_of.insert(id, t);
-            query.min_trust.is_none_or(|min| t >= min)
-        };
-        let candidates: HashSet<u32> = self
-            .entries
-            .keys()
-            .copied()
-            .filter(|&id| passes(id, &mut trust_of))
-            .collect();
-        if candidates.is_empty() {
-            return Ok(Vec::new());
+        depth: usize,
+    ) -> Result<(Vec<(u32, Hit)>, bool), SearchError> {
+        let keep = |id: u32| self.passes(id, query, signals);
+        let dense = self.dense_candidates(query, vector, depth, &keep)?;
+        let complete = dense.len() < depth;
+        let lexical = self.bm25.top_filtered(&query.text, depth, &keep);
+
+        let mut candidates: HashMap<u32, (Option<usize>, Option<usize>, f32)> = HashMap::new();
+        for (r, &(id, cosine)) in dense.iter().enumerate() {
+            candidates.insert(id, (Some(r + 1), None, cosine));
         }
-        let vector = self.embedder.embed(&query.text)?;
-        let dense = self
+        let mut lexical_only = Vec::new();
+        for (r, &(id, _)) in lexical.iter().enumerate() {
+            candidates
+                .entry(id)
+                .and_modify(|c| c.1 = Some(r + 1))
+                .or_insert_with(|| {
+                    lexical_only.push(id);
+                    (None, Some(r + 1), 0.0)
+                });
+        }
+        // The cosine of BM25-only candidates, for their breakdown.
+        for (id, cosine) in self
             .vectors
-            .search(&vector, candidates.len(), &|id| candidates.contains(&id))?;
-        let mut lexical: Vec<(u32, f32)> = self
-            .bm25
-            .scores(&query.text)
-            .into_iter()
-            .filter_map(|(doc, s)| self.bm25_back.get(&doc).map(|&id| (id, s)))
-            .filter(|(id, _)| candidates.contains(id))
-            .collect();
-        lexical.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        let lexical_rank: HashMap<u32, usize> = lexical
-            .iter()
-            .enumerate()
-            .map(|(r, (id, _))| (*id, r + 1))
-            .collect();
+            .search_among(vector, &lexical_only, lexical_only.len())?
+        {
+            if let Some(c) = candidates.get_mut(&id) {
+                c.2 = cosine;
+            }
+        }
+
+        let weights = query.weights.unwrap_or_default();
         let total_weight = (weights.similarity + weights.trust + weights.freshness + weights.price)
             .max(f64::MIN_POSITIVE);
-        let mut hits: Vec<(u32, Hit)> = dense
-            .iter()
-            .enumerate()
-            .filter_map(|(r, &(id, cosine))| {
-                let entry = self.entries.get(&id)?;
-                let lexical_rank = lexical_rank.get(&id).copied();
-                let rrf = 1.0 / (RRF_K + (r + 1) as f64)
-                    + lexical_rank.map_or(0.0, |l| 1.0 / (RRF_K + l as f64));
+        let mut hits: Vec<(u32, Hit)> = candidates
+            .into_iter()
+            .filter_map(|(id, (dense_rank, lexical_rank, cosine))| {
+                let entry = self.entry(id)?;
+                let rrf = dense_rank.map_or(0.0, |r| 1.0 / (RRF_K + r as f64))
+                    + lexical_rank.map_or(0.0, |r| 1.0 / (RRF_K + r as f64));
                 let similarity = rrf / (2.0 / (RRF_K + 1.0));
                 let age_days = now.as_millis().saturating_sub(entry.issued_at.as_millis()) as f64
                     / 86_400_000.0;
@@ -452,7 +766,7 @@ impl CapabilityIndex {
                 let price = entry
                     .price_micros
                     .map_or(1.0, |m| 1.0 / (1.0 + m as f64 / 1e6));
-                let trust = trust_of.get(&id).copied().unwrap_or(0.0);
+                let trust = clamp_trust(signals.trust(&entry.did, &entry.capability));
                 let score = (weights.similarity * similarity
                     + weights.trust * trust
                     + weights.freshness * freshness
@@ -468,6 +782,7 @@ impl CapabilityIndex {
                         breakdown: Breakdown {
                             similarity,
                             dense: f64::from(cosine),
+                            dense_rank,
                             lexical_rank,
                             trust,
                             freshness,
@@ -479,7 +794,24 @@ impl CapabilityIndex {
             .collect();
         hits.sort_by(|a, b| b.1.score.total_cmp(&a.1.score).then(a.0.cmp(&b.0)));
         hits.truncate(MAX_RESULTS);
-        Ok(hits)
+        Ok((hits, complete))
+    }
+}
+
+/// Whether the query filters nothing.
+fn unfiltered(query: &SearchQuery) -> bool {
+    query.exclude.is_empty()
+        && query.tags.is_empty()
+        && query.orgs.is_empty()
+        && query.min_trust.is_none()
+}
+
+/// Trust as ranked: clamped to [0, 1], and 0 if not a number.
+fn clamp_trust(t: f64) -> f64 {
+    if t.is_finite() {
+        t.clamp(0.0, 1.0)
+    } else {
+        0.0
     }
 }
 
@@ -509,6 +841,9 @@ fn validate(query: &SearchQuery) -> Result<(), SearchError> {
         return Err(SearchError::BadTags(format!(
             "{tag:?} is empty or too long"
         )));
+    }
+    if query.orgs.len() > MAX_QUERY_ORGS {
+        return Err(SearchError::TooManyOrgs(query.orgs.len()));
     }
     if let Some(w) = query.weights {
         let all = [w.similarity, w.trust, w.freshness, w.price];

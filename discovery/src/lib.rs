@@ -36,7 +36,10 @@ mod bm25;
 mod embed;
 pub mod eval;
 mod hnsw;
+mod http;
 mod index;
+#[cfg(feature = "minilm")]
+mod minilm;
 mod text;
 mod vector;
 
@@ -44,9 +47,13 @@ pub use bm25::{Bm25, Bm25Config};
 pub use embed::{
     EmbedError, Embedder, LexicalConfig, LexicalEmbedder, MAX_LEXICAL_TEXT_LEN, dot, normalise,
 };
-pub use hnsw::{HnswConfig, HnswError, HnswIndex};
+pub use hnsw::{AdaptiveIndex, HnswConfig, HnswError, HnswIndex, Quantization};
+pub use http::{HttpEmbedder, HttpEmbedderConfig, MAX_HTTP_BATCH, MAX_HTTP_RESPONSE};
 pub use index::{
-    Breakdown, CapabilityIndex, Hit, MAX_PAGE_SIZE, MAX_QUERY_LEN, MAX_QUERY_TAGS, MAX_RESULTS,
-    MAX_SNAPSHOTS, Page, RRF_K, RankWeights, SearchError, SearchQuery,
+    Breakdown, CapabilityIndex, DEFAULT_HNSW_THRESHOLD, Hit, IndexConfig, MAX_PAGE_SIZE,
+    MAX_QUERY_LEN, MAX_QUERY_ORGS, MAX_QUERY_TAGS, MAX_RESULTS, MAX_SNAPSHOTS, Page, RRF_K,
+    RankWeights, SearchError, SearchQuery, Signals,
 };
+#[cfg(feature = "minilm")]
+pub use minilm::{MINILM_BATCH, MINILM_FILES, MINILM_MAX_TOKENS, MinilmEmbedder, MinilmError};
 pub use vector::{ExactIndex, VectorError, VectorIndex};

@@ -1,4 +1,5 @@
-//! Dense vector search behind a trait: an exact scan now, HNSW for large corpora next.
+//! Dense vector search behind a trait: an exact scan for small corpora, HNSW for large ones
+//! ([`crate::AdaptiveIndex`] switches at a measured crossover).
 
 use std::collections::HashMap;
 
@@ -57,6 +58,23 @@ pub trait VectorIndex: Send + Sync {
         self.search(query, k, &|_| true)
     }
 
+    /// Exact inner products of `query` with the vectors of `ids` (ids not present are
+    /// skipped), best first, at most `k`.
+    fn search_among(
+        &self,
+        query: &[f32],
+        ids: &[u32],
+        k: usize,
+    ) -> Result<Vec<(u32, f32)>, VectorError>;
+
+    /// Whether [`VectorIndex::search`] is exact. An approximate filtered search may return
+    /// fewer than `k` results although more match; callers then fall back to
+    /// [`VectorIndex::search_among`].
+    fn is_exact(&self) -> bool;
+
+    /// A short name of the backend, for reports.
+    fn backend(&self) -> &'static str;
+
     /// Number of vectors.
     fn len(&self) -> usize;
 
@@ -90,6 +108,27 @@ impl ExactIndex {
     fn check(&self, v: &[f32]) -> Result<(), VectorError> {
         check_dim(self.dim, v)
     }
+
+    /// Every (id, vector) pair, in storage order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, &[f32])> {
+        self.ids
+            .iter()
+            .copied()
+            .zip(self.vectors.chunks_exact(self.dim.max(1)))
+    }
+}
+
+/// The `k` best of `scored`, best first (ties by id).
+pub(crate) fn top_k(mut scored: Vec<(u32, f32)>, k: usize) -> Vec<(u32, f32)> {
+    let k = k.min(scored.len());
+    if k == 0 {
+        return Vec::new();
+    }
+    let order = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+    scored.select_nth_unstable_by(k - 1, order);
+    scored.truncate(k);
+    scored.sort_by(order);
+    scored
 }
 
 impl VectorIndex for ExactIndex {
@@ -134,26 +173,40 @@ impl VectorIndex for ExactIndex {
         keep: &dyn Fn(u32) -> bool,
     ) -> Result<Vec<(u32, f32)>, VectorError> {
         self.check(query)?;
-        let mut scored: Vec<(u32, f32)> = self
-            .ids
+        let scored: Vec<(u32, f32)> = self
             .iter()
-            .enumerate()
-            .filter(|(_, id)| keep(**id))
-            .map(|(i, &id)| {
-                (
-                    id,
+            .filter(|(id, _)| keep(*id))
+            .map(|(id, v)| (id, dot(query, v)))
+            .collect();
+        Ok(top_k(scored, k))
+    }
+
+    fn search_among(
+        &self,
+        query: &[f32],
+        ids: &[u32],
+        k: usize,
+    ) -> Result<Vec<(u32, f32)>, VectorError> {
+        self.check(query)?;
+        let scored: Vec<(u32, f32)> = ids
+            .iter()
+            .filter_map(|id| {
+                let i = *self.position.get(id)?;
+                Some((
+                    *id,
                     dot(query, &self.vectors[i * self.dim..(i + 1) * self.dim]),
-                )
+                ))
             })
             .collect();
-        let k = k.min(scored.len());
-        if k == 0 {
-            return Ok(Vec::new());
-        }
-        scored.select_nth_unstable_by(k - 1, |a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        scored.truncate(k);
-        scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        Ok(scored)
+        Ok(top_k(scored, k))
+    }
+
+    fn is_exact(&self) -> bool {
+        true
+    }
+
+    fn backend(&self) -> &'static str {
+        "exact"
     }
 
     fn len(&self) -> usize {

@@ -3,7 +3,10 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use agentnet_discovery::{CapabilityIndex, SearchError, SearchQuery};
+use agentnet_discovery::{
+    CapabilityIndex, Hit, IndexConfig, LexicalConfig, LexicalEmbedder, MAX_QUERY_ORGS, SearchError,
+    SearchQuery, Signals,
+};
 use agentnet_protocol::{AgentCard, Capability, Did, Keypair, Price, Timestamp};
 
 const NOW: Timestamp = Timestamp::from_millis(1_763_700_000_000);
@@ -264,5 +267,179 @@ fn bad_weights_are_refused_and_odd_trust_is_contained() {
         page.hits
             .iter()
             .all(|h| h.breakdown.trust == 0.0 && h.score.is_finite())
+    );
+}
+
+/// An index that moves to HNSW above 64 capabilities and takes 8 candidates per list for a
+/// first page, so that paging must deepen the ranking.
+fn small_config_index(n: u32) -> CapabilityIndex {
+    let mut config = IndexConfig::default();
+    config.hnsw_threshold = 64;
+    config.depth = 8;
+    let mut lexical = LexicalConfig::default();
+    lexical.dim = 256;
+    let mut index = CapabilityIndex::with_embedder(Box::new(LexicalEmbedder::new(lexical)), config);
+    fill(&mut index, n);
+    index
+}
+
+fn fill(index: &mut CapabilityIndex, n: u32) {
+    for i in 0..n {
+        let topic = [
+            "translate text",
+            "summarise documents",
+            "classify images",
+            "transcribe speech",
+        ][i as usize % 4];
+        let tag = ["nlp", "vision", "audio"][i as usize % 3];
+        index
+            .upsert(&card(
+                i,
+                &[(
+                    &format!("skill-{i}"),
+                    &format!("{topic} quickly and well, variant {i}"),
+                    &[tag],
+                )],
+            ))
+            .expect("indexed");
+    }
+}
+
+fn page_through(index: &CapabilityIndex, mut q: SearchQuery, signals: &dyn Signals) -> Vec<Hit> {
+    let mut all = Vec::new();
+    let mut seen = HashSet::new();
+    for _ in 0..1000 {
+        let page = index.search(&q, signals, NOW).expect("search");
+        assert!(page.hits.len() <= q.k);
+        for hit in &page.hits {
+            assert!(seen.insert(hit.did.clone()), "{hit:?} repeated");
+        }
+        all.extend(page.hits);
+        match page.next_cursor {
+            Some(c) => q.cursor = Some(c),
+            None => return all,
+        }
+    }
+    panic!("paging did not terminate");
+}
+
+#[test]
+fn hnsw_backend_pages_through_every_match_beyond_the_first_depth() {
+    let index = small_config_index(300);
+    assert_eq!(index.backend(), "hnsw-usearch");
+    let mut q = SearchQuery::new("translate text", 10);
+    q.tags = vec!["audio".into()];
+    let all = page_through(&index, q, &neutral);
+    assert_eq!(all.len(), 100, "every audio capability, each once");
+    // The best results come first: the first page holds translators.
+    assert!(all[..5].iter().all(|h| {
+        let n: u32 = h.capability["skill-".len()..].parse().expect("n");
+        n.is_multiple_of(4)
+    }));
+    // The same query on an exact index agrees on the top 5.
+    let mut exact_config = IndexConfig::default();
+    exact_config.depth = 8;
+    let mut lexical = LexicalConfig::default();
+    lexical.dim = 256;
+    let mut exact =
+        CapabilityIndex::with_embedder(Box::new(LexicalEmbedder::new(lexical)), exact_config);
+    fill(&mut exact, 300);
+    assert_eq!(exact.backend(), "exact");
+    let mut q = SearchQuery::new("translate text", 5);
+    q.tags = vec!["audio".into()];
+    let a: HashSet<Did> = exact
+        .search(&q, &neutral, NOW)
+        .expect("search")
+        .hits
+        .into_iter()
+        .map(|h| h.did)
+        .collect();
+    let b: HashSet<Did> = index
+        .search(&q, &neutral, NOW)
+        .expect("search")
+        .hits
+        .into_iter()
+        .map(|h| h.did)
+        .collect();
+    assert!(a.intersection(&b).count() >= 4, "{a:?} vs {b:?}");
+}
+
+#[test]
+fn a_selective_filter_on_hnsw_still_finds_every_match() {
+    let index = small_config_index(4000);
+    assert_eq!(index.backend(), "hnsw-usearch");
+    // Only three agents, none about translation, are trusted, and the query is about
+    // translation: the filtered graph search must walk far from the query to fill the page
+    // (usearch keeps expanding while its result list is short; the index falls back to an
+    // exact scan of the matches if it still comes back short).
+    let trusted: HashSet<Did> = [did(3), did(7), did(3999)].into_iter().collect();
+    let trust = |d: &Did, _: &str| if trusted.contains(d) { 0.9 } else { 0.1 };
+    let mut q = SearchQuery::new("translate text", 10);
+    q.min_trust = Some(0.5);
+    let page = index.search(&q, &trust, NOW).expect("search");
+    let got: HashSet<Did> = page.hits.into_iter().map(|h| h.did).collect();
+    assert_eq!(got, trusted);
+    assert!(page.next_cursor.is_none());
+}
+
+struct Members(Vec<(Did, Did)>);
+
+impl Signals for Members {
+    fn trust(&self, _: &Did, _: &str) -> f64 {
+        0.5
+    }
+    fn is_member(&self, agent: &Did, org: &Did) -> bool {
+        self.0.iter().any(|(a, o)| a == agent && o == org)
+    }
+}
+
+#[test]
+fn org_filter_keeps_only_verified_members() {
+    let index = index_of(40);
+    let org_a = did(9001);
+    let org_b = did(9002);
+    let members = Members(vec![
+        (did(0), org_a.clone()),
+        (did(4), org_a.clone()),
+        (did(8), org_b.clone()),
+    ]);
+    let mut q = SearchQuery::new("translate text", 10);
+    q.orgs = vec![org_a.clone()];
+    let got: HashSet<Did> = index
+        .search(&q, &members, NOW)
+        .expect("search")
+        .hits
+        .into_iter()
+        .map(|h| h.did)
+        .collect();
+    assert_eq!(got, [did(0), did(4)].into_iter().collect());
+    q.orgs = vec![org_a, org_b];
+    assert_eq!(
+        index.search(&q, &members, NOW).expect("search").hits.len(),
+        3
+    );
+    q.orgs = (0..=MAX_QUERY_ORGS as u32).map(did).collect();
+    assert_eq!(
+        index.search(&q, &members, NOW).unwrap_err(),
+        SearchError::TooManyOrgs(MAX_QUERY_ORGS + 1)
+    );
+}
+
+#[test]
+fn a_query_vector_of_the_wrong_dimension_is_refused() {
+    let index = index_of(5);
+    let q = SearchQuery::new("translate text", 5);
+    assert!(matches!(
+        index.search_embedded(&q, vec![0.5; 3], &neutral, NOW),
+        Err(SearchError::Vector(_))
+    ));
+    let v = index.embed_query("translate text").expect("embed");
+    assert_eq!(
+        index
+            .search_embedded(&q, v, &neutral, NOW)
+            .expect("search")
+            .hits
+            .len(),
+        5
     );
 }

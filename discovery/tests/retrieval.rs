@@ -3,7 +3,7 @@
 //! embedder must beat plain BM25 on recall@5, measured in the same run.
 
 use agentnet_discovery::eval::{CatalogEntry, Query, evaluate_bm25, evaluate_embedder};
-use agentnet_discovery::{LexicalConfig, LexicalEmbedder};
+use agentnet_discovery::{Embedder, LexicalConfig, LexicalEmbedder};
 
 fn load<T: serde::de::DeserializeOwned>(text: &str) -> Vec<T> {
     text.lines()

@@ -67,9 +67,13 @@ enum Command {
         /// Queries JSONL: {"query", "relevant": [id, ...]} per line.
         #[arg(long)]
         queries: std::path::PathBuf,
-        /// The embedder: lexical.
+        /// The embedder: lexical, minilm or hybrid (minilm fused with BM25). minilm and
+        /// hybrid need a build with `--features minilm`.
         #[arg(long, default_value = "lexical")]
         embedder: String,
+        /// The all-MiniLM-L6-v2 directory (scripts/fetch-minilm.sh writes it).
+        #[arg(long, env = "AGENTNET_MINILM_DIR", default_value = agentnet_benches::retrieval::DEFAULT_MODEL_DIR)]
+        model_dir: std::path::PathBuf,
         /// Lexical embedder: vector dimension.
         #[arg(long, default_value_t = agentnet_discovery::LexicalConfig::default().dim)]
         dim: usize,
@@ -79,6 +83,37 @@ enum Command {
         /// Lexical embedder: weight of adjacent word pairs.
         #[arg(long, default_value_t = agentnet_discovery::LexicalConfig::default().bigram_weight)]
         bigram_weight: f32,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Capability search latency over N capabilities built from a catalog, HNSW against
+    /// the exact scan in the same run, query embedding timed apart.
+    Search {
+        /// Catalog JSONL.
+        #[arg(long)]
+        catalog: std::path::PathBuf,
+        /// Queries JSONL.
+        #[arg(long)]
+        queries: std::path::PathBuf,
+        /// lexical or minilm (the index fuses either with BM25).
+        #[arg(long, default_value = "lexical")]
+        embedder: String,
+        /// The all-MiniLM-L6-v2 directory.
+        #[arg(long, env = "AGENTNET_MINILM_DIR", default_value = agentnet_benches::retrieval::DEFAULT_MODEL_DIR)]
+        model_dir: std::path::PathBuf,
+        /// Capabilities.
+        #[arg(long, default_value_t = 50_000)]
+        n: usize,
+        /// Queries timed.
+        #[arg(long = "query-count", default_value_t = 1_000)]
+        query_count: usize,
+        /// Seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Also time exact against HNSW at these sizes (comma-separated), to find the crossover.
+        #[arg(long, value_delimiter = ',')]
+        sweep: Vec<usize>,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
@@ -168,6 +203,7 @@ fn run(cli: Cli) -> Result<()> {
             catalog,
             queries,
             embedder,
+            model_dir,
             dim,
             ngram_weight,
             bigram_weight,
@@ -177,7 +213,36 @@ fn run(cli: Cli) -> Result<()> {
             lexical.dim = dim;
             lexical.ngram_weight = ngram_weight;
             lexical.bigram_weight = bigram_weight;
-            let report = agentnet_benches::retrieval::run(&catalog, &queries, &embedder, lexical)?;
+            let report = agentnet_benches::retrieval::run(
+                &catalog, &queries, &embedder, lexical, &model_dir,
+            )?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{report:#?}");
+            }
+        }
+        Command::Search {
+            catalog,
+            queries,
+            embedder,
+            model_dir,
+            n,
+            query_count,
+            seed,
+            sweep,
+            json,
+        } => {
+            let report = agentnet_benches::search::run(
+                &catalog,
+                &queries,
+                &embedder,
+                &model_dir,
+                n,
+                query_count,
+                seed,
+                &sweep,
+            )?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
