@@ -167,16 +167,12 @@ impl Bm25 {
             scored.select_nth_unstable_by(head - 1, order);
         }
         let (first, rest) = scored.split_at_mut(head);
+        // Everything in `rest` scores at most as high as anything in `first`.
         first.sort_by(order);
         out.extend(first.iter().copied().filter(|&(d, _)| keep(d)).take(k));
         if out.len() < k && !rest.is_empty() {
-            rest.sort_by(order);
-            out.extend(
-                rest.iter()
-                    .copied()
-                    .filter(|&(d, _)| keep(d))
-                    .take(k - out.len()),
-            );
+            let more: Vec<(u32, f32)> = rest.iter().copied().filter(|&(d, _)| keep(d)).collect();
+            out.extend(crate::vector::top_k(more, k - out.len()));
         }
         out
     }

@@ -9,7 +9,7 @@ use std::sync::RwLock;
 
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
-use crate::vector::{ExactIndex, VectorError, VectorIndex};
+use crate::vector::{ExactCopies, ExactIndex, VectorError, VectorIndex};
 
 /// HNSW parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -262,6 +262,8 @@ pub struct AdaptiveIndex {
     threshold: usize,
     config: HnswConfig,
     backend: Backend,
+    /// Once on HNSW: exact copies for `search_among` (sparse where the vectors are).
+    copies: ExactCopies,
 }
 
 #[derive(Debug)]
@@ -278,6 +280,7 @@ impl AdaptiveIndex {
             threshold,
             config,
             backend: Backend::Exact(ExactIndex::new(dim)),
+            copies: ExactCopies::default(),
         }
     }
 
@@ -301,10 +304,13 @@ impl AdaptiveIndex {
         };
         let hnsw = HnswIndex::new(self.dim, exact.len() * 2, self.config)
             .map_err(|e| VectorError::Backend(e.to_string()))?;
+        let mut copies = ExactCopies::default();
         for (id, v) in exact.iter() {
             hnsw.insert_concurrent(id, v)?;
+            copies.insert(id, v);
         }
         self.backend = Backend::Hnsw(hnsw);
+        self.copies = copies;
         Ok(())
     }
 }
@@ -319,10 +325,15 @@ impl VectorIndex for AdaptiveIndex {
         if matches!(self.backend, Backend::Exact(_)) && self.len() >= self.threshold {
             self.migrate()?;
         }
-        self.inner_mut().upsert(id, vector)
+        self.inner_mut().upsert(id, vector)?;
+        if matches!(self.backend, Backend::Hnsw(_)) {
+            self.copies.insert(id, vector);
+        }
+        Ok(())
     }
 
     fn remove(&mut self, id: u32) -> bool {
+        self.copies.remove(id);
         self.inner_mut().remove(id)
     }
 
@@ -345,7 +356,13 @@ impl VectorIndex for AdaptiveIndex {
         ids: &[u32],
         k: usize,
     ) -> Result<Vec<(u32, f32)>, VectorError> {
-        self.inner().search_among(query, ids, k)
+        match &self.backend {
+            Backend::Exact(e) => e.search_among(query, ids, k),
+            Backend::Hnsw(_) => {
+                crate::vector::check_dim(self.dim, query)?;
+                Ok(self.copies.search_among(query, ids, k))
+            }
+        }
     }
 
     fn is_exact(&self) -> bool {

@@ -116,19 +116,17 @@ pub struct IndexConfig {
     /// Candidates taken from each list (dense, BM25) for the first page; later pages
     /// deepen the search as needed, up to [`MAX_RESULTS`]. Default 32.
     pub depth: usize,
+    /// On HNSW, a filter that passes at most this many capabilities is served by an exact
+    /// scan of those it passes; a broader one by a widened graph search. Default 16,384.
+    pub exact_filter_max: usize,
 }
 
-/// Ids sampled to estimate how many capabilities pass a filter.
-const FILTER_SAMPLE: usize = 256;
-/// A filter expected to pass at most this many capabilities is served by an exact scan of
-/// those it passes.
-const EXACT_FILTER_MAX: usize = 2048;
 /// The most results asked of the graph for one filtered search before falling back to an
 /// exact scan of the capabilities that pass.
 const MAX_OVERFETCH: usize = 4096;
 
 /// The measured crossover between the exact scan and HNSW (`specs/discovery.md#dense-index`).
-pub const DEFAULT_HNSW_THRESHOLD: usize = 4096;
+pub const DEFAULT_HNSW_THRESHOLD: usize = 1024;
 
 impl Default for IndexConfig {
     fn default() -> Self {
@@ -136,6 +134,7 @@ impl Default for IndexConfig {
             hnsw_threshold: DEFAULT_HNSW_THRESHOLD,
             hnsw: HnswConfig::default(),
             depth: 32,
+            exact_filter_max: 16_384,
         }
     }
 }
@@ -645,40 +644,29 @@ impl CapabilityIndex {
     }
 
     /// The best `depth` capabilities by cosine among those that pass the filters; fewer
-    /// only if fewer pass.
+    /// only if fewer pass. `passing` lists the ids that pass, for a filtered query.
     ///
-    /// With the exact scan, a filtered scan. With HNSW: no filter, a plain graph search;
-    /// a filter that few capabilities pass (estimated on a sample), an exact scan of those
-    /// that pass; otherwise a graph search for more results than needed, filtered after,
-    /// widened until it yields enough, and an exact scan if it still does not.
+    /// With the exact scan, a filtered scan. With HNSW: no filter, a plain graph search; a
+    /// filter that at most [`IndexConfig::exact_filter_max`] capabilities pass, an exact
+    /// scan of those;
+    /// otherwise a graph search for more results than needed, filtered after, widened
+    /// until it yields enough, and an exact scan if it still does not.
     fn dense_candidates(
         &self,
-        query: &SearchQuery,
         vector: &[f32],
         depth: usize,
-        keep: &dyn Fn(u32) -> bool,
+        passing: Option<&Passing>,
     ) -> Result<Vec<(u32, f32)>, SearchError> {
-        if unfiltered(query) {
+        let Some(passing) = passing else {
             return Ok(self.vectors.search_all(vector, depth)?);
-        }
-        if self.vectors.is_exact() {
-            return Ok(self.vectors.search(vector, depth, keep)?);
+        };
+        let keep = |id: u32| passing.contains(id);
+        if self.vectors.is_exact() || passing.ids.len() <= self.config.exact_filter_max {
+            return Ok(self.vectors.search_among(vector, &passing.ids, depth)?);
         }
         let n = self.live.max(1);
-        // Selectivity from a sample of ids spread over the whole id range.
-        let step = (self.entries.len() / FILTER_SAMPLE).max(1);
-        let (mut sampled, mut passed) = (0usize, 0usize);
-        for (id, entry) in self.entries.iter().enumerate().step_by(step) {
-            if entry.is_some() {
-                sampled += 1;
-                passed += usize::from(keep(id as u32));
-            }
-        }
-        let selectivity = (passed as f64 + 0.5) / (sampled as f64 + 1.0);
-        if selectivity * (n as f64) <= EXACT_FILTER_MAX as f64 {
-            return self.exact_among_passing(vector, depth, keep);
-        }
-        let mut wanted = ((depth as f64 / selectivity) * 1.5).ceil() as usize;
+        let share = passing.ids.len() as f64 / n as f64;
+        let mut wanted = ((depth as f64 / share) * 1.5).ceil() as usize;
         loop {
             wanted = wanted.min(n);
             let found: Vec<(u32, f32)> = self
@@ -692,23 +680,10 @@ impl CapabilityIndex {
                 return Ok(found);
             }
             if wanted >= MAX_OVERFETCH {
-                return self.exact_among_passing(vector, depth, keep);
+                return Ok(self.vectors.search_among(vector, &passing.ids, depth)?);
             }
             wanted *= 2;
         }
-    }
-
-    /// Exact cosine ranking of every capability that passes `keep`.
-    fn exact_among_passing(
-        &self,
-        vector: &[f32],
-        depth: usize,
-        keep: &dyn Fn(u32) -> bool,
-    ) -> Result<Vec<(u32, f32)>, SearchError> {
-        let matching: Vec<u32> = (0..self.entries.len() as u32)
-            .filter(|&id| self.entry(id).is_some() && keep(id))
-            .collect();
-        Ok(self.vectors.search_among(vector, &matching, depth)?)
     }
 
     /// The fused ranking of the best `depth` candidates of each list, and whether it holds
@@ -721,8 +696,18 @@ impl CapabilityIndex {
         now: Timestamp,
         depth: usize,
     ) -> Result<(Vec<(u32, Hit)>, bool), SearchError> {
-        let keep = |id: u32| self.passes(id, query, signals);
-        let dense = self.dense_candidates(query, vector, depth, &keep)?;
+        // A filtered query evaluates its filter once per capability.
+        let passing = (!unfiltered(query)).then(|| {
+            let mut passing = Passing::with_len(self.entries.len());
+            for id in 0..self.entries.len() as u32 {
+                if self.entry(id).is_some() && self.passes(id, query, signals) {
+                    passing.insert(id);
+                }
+            }
+            passing
+        });
+        let keep = |id: u32| passing.as_ref().is_none_or(|p| p.contains(id));
+        let dense = self.dense_candidates(vector, depth, passing.as_ref())?;
         let complete = dense.len() < depth;
         let lexical = self.bm25.top_filtered(&query.text, depth, &keep);
 
@@ -795,6 +780,34 @@ impl CapabilityIndex {
         hits.sort_by(|a, b| b.1.score.total_cmp(&a.1.score).then(a.0.cmp(&b.0)));
         hits.truncate(MAX_RESULTS);
         Ok((hits, complete))
+    }
+}
+
+/// The ids that pass a query's filters: a list and a bitmap.
+struct Passing {
+    ids: Vec<u32>,
+    bits: Vec<u64>,
+}
+
+impl Passing {
+    fn with_len(len: usize) -> Self {
+        Passing {
+            ids: Vec::new(),
+            bits: vec![0; len.div_ceil(64)],
+        }
+    }
+
+    fn insert(&mut self, id: u32) {
+        if let Some(word) = self.bits.get_mut(id as usize / 64) {
+            *word |= 1 << (id % 64);
+            self.ids.push(id);
+        }
+    }
+
+    fn contains(&self, id: u32) -> bool {
+        self.bits
+            .get(id as usize / 64)
+            .is_some_and(|w| w & (1 << (id % 64)) != 0)
     }
 }
 

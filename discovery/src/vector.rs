@@ -118,6 +118,79 @@ impl ExactIndex {
     }
 }
 
+/// A vector kept for exact scoring beside an approximate index: sparse if at most a quarter
+/// of its entries are non-zero (the lexical embedder's vectors are), else dense.
+#[derive(Debug, Clone)]
+enum Stored {
+    Dense(Box<[f32]>),
+    Sparse(Box<[(u32, f32)]>),
+}
+
+impl Stored {
+    fn new(v: &[f32]) -> Self {
+        let nonzero = v.iter().filter(|x| **x != 0.0).count();
+        if nonzero * 4 <= v.len() {
+            Stored::Sparse(
+                v.iter()
+                    .enumerate()
+                    .filter(|(_, x)| **x != 0.0)
+                    .map(|(i, x)| (i as u32, *x))
+                    .collect(),
+            )
+        } else {
+            Stored::Dense(v.into())
+        }
+    }
+
+    fn dot(&self, query: &[f32]) -> f32 {
+        match self {
+            Stored::Dense(v) => dot(query, v),
+            Stored::Sparse(entries) => entries
+                .iter()
+                .map(|&(i, x)| query.get(i as usize).map_or(0.0, |q| q * x))
+                .sum(),
+        }
+    }
+}
+
+/// Exact copies of vectors by id, compact for sparse vectors: what an approximate index
+/// scores against when it must be exact ([`VectorIndex::search_among`]).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ExactCopies {
+    by_id: Vec<Option<Stored>>,
+}
+
+impl ExactCopies {
+    pub(crate) fn insert(&mut self, id: u32, v: &[f32]) {
+        let slot = id as usize;
+        if self.by_id.len() <= slot {
+            self.by_id.resize(slot + 1, None);
+        }
+        self.by_id[slot] = Some(Stored::new(v));
+    }
+
+    pub(crate) fn remove(&mut self, id: u32) {
+        if let Some(slot) = self.by_id.get_mut(id as usize) {
+            *slot = None;
+        }
+        while self.by_id.last().is_some_and(Option::is_none) {
+            self.by_id.pop();
+        }
+    }
+
+    /// Exact top `k` among `ids` (absent ids skipped).
+    pub(crate) fn search_among(&self, query: &[f32], ids: &[u32], k: usize) -> Vec<(u32, f32)> {
+        let scored = ids
+            .iter()
+            .filter_map(|&id| {
+                let stored = self.by_id.get(id as usize)?.as_ref()?;
+                Some((id, stored.dot(query)))
+            })
+            .collect();
+        top_k(scored, k)
+    }
+}
+
 /// The `k` best of `scored`, best first (ties by id).
 pub(crate) fn top_k(mut scored: Vec<(u32, f32)>, k: usize) -> Vec<(u32, f32)> {
     let k = k.min(scored.len());

@@ -276,6 +276,8 @@ fn small_config_index(n: u32) -> CapabilityIndex {
     let mut config = IndexConfig::default();
     config.hnsw_threshold = 64;
     config.depth = 8;
+    // Filters passing more than 16 capabilities take the widened graph search.
+    config.exact_filter_max = 16;
     let mut lexical = LexicalConfig::default();
     lexical.dim = 256;
     let mut index = CapabilityIndex::with_embedder(Box::new(LexicalEmbedder::new(lexical)), config);
