@@ -1,0 +1,399 @@
+//! The node's embedded store: signed records (cards, tombstones, attestations, pause
+//! notices), receipts, the keys of the node's own agents, and metadata.
+//!
+//! [`RedbStore`] keeps it in one redb file: ACID transactions, an fsync per commit, and
+//! checksummed pages, so a write that returned `Ok` survives a crash. Table names carry a
+//! version (`registry_v1`) so that a later layout can live beside this one during a
+//! migration. The node owns the store from one task; the [`Store`] trait exists so that
+//! tests run it in a temporary directory.
+
+use std::path::{Path, PathBuf};
+
+use agentnet_protocol::{SYNC_HASH_LEN, SyncTable};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use zeroize::Zeroizing;
+
+/// A signed record, as stored and as reconciled by sync.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredRecord {
+    /// Its key within its table (for the registry, the agent's DID).
+    pub key: Vec<u8>,
+    /// Its version (the message's `seq`).
+    pub version: u64,
+    /// The first bytes of its envelope's content id.
+    pub hash: [u8; SYNC_HASH_LEN],
+    /// The signed envelope, exactly as received.
+    pub envelope: Vec<u8>,
+}
+
+/// What [`Store::put_record`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// The key was new.
+    Inserted,
+    /// It replaced an older version.
+    Replaced,
+    /// The store already holds this version or a newer one; nothing changed.
+    Stale,
+}
+
+/// Why the store failed. Every variant says what to do about it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The disk is full: nothing was written.
+    #[error("the disk holding {0} is full; nothing was written. Free some space and retry")]
+    Full(PathBuf),
+    /// The store is in use by another process.
+    #[error("{0} is in use by another agentnet process")]
+    Locked(PathBuf),
+    /// The file is damaged (a checksum failed) or is not an agentnet store.
+    #[error("{path} is damaged or not an agentnet store: {reason}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What redb reported.
+        reason: String,
+    },
+    /// Any other I/O or database failure.
+    #[error("store {path}: {reason}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
+    /// The protocol names a table this store does not keep.
+    #[error("this store keeps no table {0}")]
+    UnknownTable(String),
+    /// A key or value is larger than the store accepts.
+    #[error("{0} is larger than the store accepts")]
+    TooLarge(&'static str),
+}
+
+/// The largest key of a record.
+pub const MAX_KEY_LEN: usize = 1024;
+/// The largest stored envelope (the largest message the protocol allows fits).
+pub const MAX_ENVELOPE_LEN: usize = 256 * 1024;
+
+/// The node's storage. Every write is durable when it returns.
+pub trait Store: Send + Sync + 'static {
+    /// Stores a record unless the store holds the same key at a newer version. Versions
+    /// compare by `(version, hash)`, so two nodes holding different records under one
+    /// version agree on which wins.
+    fn put_record(&self, table: SyncTable, record: &StoredRecord)
+    -> Result<PutOutcome, StoreError>;
+
+    /// The record under `key`.
+    fn get_record(&self, table: SyncTable, key: &[u8]) -> Result<Option<StoredRecord>, StoreError>;
+
+    /// Removes the record under `key` (an expired one); whether there was one.
+    fn remove_record(&self, table: SyncTable, key: &[u8]) -> Result<bool, StoreError>;
+
+    /// Records with `lower <= key < upper` (an empty `upper` means no bound), in key order,
+    /// at most `limit`.
+    fn records(
+        &self,
+        table: SyncTable,
+        lower: &[u8],
+        upper: &[u8],
+        limit: usize,
+    ) -> Result<Vec<StoredRecord>, StoreError>;
+
+    /// How many records `table` holds.
+    fn count(&self, table: SyncTable) -> Result<u64, StoreError>;
+
+    /// Stores a receipt envelope under its content id.
+    fn put_receipt(&self, id: &[u8; 32], envelope: &[u8]) -> Result<(), StoreError>;
+
+    /// A receipt by content id.
+    fn get_receipt(&self, id: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Keeps the secret key seed of one of the node's own agents.
+    fn put_agent_key(&self, did: &str, seed: &Zeroizing<[u8; 32]>) -> Result<(), StoreError>;
+
+    /// Forgets an agent's key; whether it was there.
+    fn remove_agent_key(&self, did: &str) -> Result<bool, StoreError>;
+
+    /// Every own agent's DID and key seed.
+    fn agent_keys(&self) -> Result<Vec<(String, Zeroizing<[u8; 32]>)>, StoreError>;
+
+    /// A metadata value (node key, configuration).
+    fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Sets a metadata value.
+    fn put_meta(&self, name: &str, value: &[u8]) -> Result<(), StoreError>;
+}
+
+/// key → (version, hash, envelope).
+type RecordTable = TableDefinition<'static, &'static [u8], (u64, &'static [u8], &'static [u8])>;
+
+const REGISTRY: RecordTable = TableDefinition::new("registry_v1");
+const ATTESTATIONS: RecordTable = TableDefinition::new("attestations_v1");
+const PAUSES: RecordTable = TableDefinition::new("pauses_v1");
+const RECEIPTS: TableDefinition<'static, &'static [u8], &'static [u8]> =
+    TableDefinition::new("receipts_v1");
+const AGENT_KEYS: TableDefinition<'static, &'static str, &'static [u8]> =
+    TableDefinition::new("agent_keys_v1");
+const META: TableDefinition<'static, &'static str, &'static [u8]> = TableDefinition::new("meta_v1");
+
+fn record_table(table: SyncTable) -> Result<RecordTable, StoreError> {
+    match table {
+        SyncTable::Registry => Ok(REGISTRY),
+        SyncTable::Attestations => Ok(ATTESTATIONS),
+        SyncTable::Pauses => Ok(PAUSES),
+        other => Err(StoreError::UnknownTable(format!("{other:?}"))),
+    }
+}
+
+/// The store in one redb file.
+#[derive(Debug)]
+pub struct RedbStore {
+    path: PathBuf,
+    db: Database,
+}
+
+impl RedbStore {
+    /// Opens the store at `path`, creating it (mode 0600 on Unix) and its tables if needed.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let fresh = !path.exists();
+        let db = Database::create(path).map_err(|e| database_error(path, e))?;
+        #[cfg(unix)]
+        if fresh {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| io_error(path, &e))?;
+        }
+        let store = RedbStore {
+            path: path.to_owned(),
+            db,
+        };
+        let txn = store.db.begin_write().map_err(|e| store.err(e))?;
+        for table in [REGISTRY, ATTESTATIONS, PAUSES] {
+            txn.open_table(table).map_err(|e| store.err(e))?;
+        }
+        txn.open_table(RECEIPTS).map_err(|e| store.err(e))?;
+        txn.open_table(AGENT_KEYS).map_err(|e| store.err(e))?;
+        txn.open_table(META).map_err(|e| store.err(e))?;
+        txn.commit().map_err(|e| store.err(e))?;
+        Ok(store)
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self, e: impl Into<redb::Error>) -> StoreError {
+        database_error(&self.path, e)
+    }
+
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<T, redb::Error>,
+    ) -> Result<T, StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        let out = f(&txn).map_err(|e| self.err(e))?;
+        txn.commit().map_err(|e| self.err(e))?;
+        Ok(out)
+    }
+}
+
+fn io_error(path: &Path, e: &std::io::Error) -> StoreError {
+    if e.kind() == std::io::ErrorKind::StorageFull {
+        StoreError::Full(path.to_owned())
+    } else {
+        StoreError::Io {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        }
+    }
+}
+
+fn database_error(path: &Path, e: impl Into<redb::Error>) -> StoreError {
+    match e.into() {
+        redb::Error::Io(io) => io_error(path, &io),
+        redb::Error::DatabaseAlreadyOpen => StoreError::Locked(path.to_owned()),
+        redb::Error::Corrupted(reason) => StoreError::Corrupt {
+            path: path.to_owned(),
+            reason,
+        },
+        redb::Error::UpgradeRequired(v) => StoreError::Corrupt {
+            path: path.to_owned(),
+            reason: format!("written by an incompatible redb file format {v}"),
+        },
+        other => StoreError::Io {
+            path: path.to_owned(),
+            reason: other.to_string(),
+        },
+    }
+}
+
+fn to_record(key: &[u8], value: (u64, &[u8], &[u8])) -> StoredRecord {
+    let mut hash = [0u8; SYNC_HASH_LEN];
+    let n = value.1.len().min(SYNC_HASH_LEN);
+    hash[..n].copy_from_slice(&value.1[..n]);
+    StoredRecord {
+        key: key.to_vec(),
+        version: value.0,
+        hash,
+        envelope: value.2.to_vec(),
+    }
+}
+
+impl Store for RedbStore {
+    fn put_record(
+        &self,
+        table: SyncTable,
+        record: &StoredRecord,
+    ) -> Result<PutOutcome, StoreError> {
+        if record.key.len() > MAX_KEY_LEN {
+            return Err(StoreError::TooLarge("the record key"));
+        }
+        if record.envelope.len() > MAX_ENVELOPE_LEN {
+            return Err(StoreError::TooLarge("the envelope"));
+        }
+        let def = record_table(table)?;
+        self.write(|txn| {
+            let mut t = txn.open_table(def)?;
+            let existing = t.get(record.key.as_slice())?.map(|g| {
+                let (version, hash, _) = g.value();
+                (version, hash.to_vec())
+            });
+            let outcome = match existing {
+                Some((version, hash))
+                    if (version, hash.as_slice()) >= (record.version, &record.hash[..]) =>
+                {
+                    return Ok(PutOutcome::Stale);
+                }
+                Some(_) => PutOutcome::Replaced,
+                None => PutOutcome::Inserted,
+            };
+            t.insert(
+                record.key.as_slice(),
+                (record.version, &record.hash[..], record.envelope.as_slice()),
+            )?;
+            Ok(outcome)
+        })
+    }
+
+    fn get_record(&self, table: SyncTable, key: &[u8]) -> Result<Option<StoredRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = txn
+            .open_table(record_table(table)?)
+            .map_err(|e| self.err(e))?;
+        let value = t.get(key).map_err(|e| self.err(e))?;
+        Ok(value.map(|g| to_record(key, g.value())))
+    }
+
+    fn remove_record(&self, table: SyncTable, key: &[u8]) -> Result<bool, StoreError> {
+        let def = record_table(table)?;
+        self.write(|txn| {
+            let mut t = txn.open_table(def)?;
+            let removed = t.remove(key)?.is_some();
+            Ok(removed)
+        })
+    }
+
+    fn records(
+        &self,
+        table: SyncTable,
+        lower: &[u8],
+        upper: &[u8],
+        limit: usize,
+    ) -> Result<Vec<StoredRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = txn
+            .open_table(record_table(table)?)
+            .map_err(|e| self.err(e))?;
+        let range = if upper.is_empty() {
+            t.range::<&[u8]>(lower..)
+        } else {
+            t.range::<&[u8]>(lower..upper)
+        }
+        .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for item in range.take(limit) {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            out.push(to_record(k.value(), v.value()));
+        }
+        Ok(out)
+    }
+
+    fn count(&self, table: SyncTable) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = txn
+            .open_table(record_table(table)?)
+            .map_err(|e| self.err(e))?;
+        t.len().map_err(|e| self.err(e))
+    }
+
+    fn put_receipt(&self, id: &[u8; 32], envelope: &[u8]) -> Result<(), StoreError> {
+        if envelope.len() > MAX_ENVELOPE_LEN {
+            return Err(StoreError::TooLarge("the receipt"));
+        }
+        self.write(|txn| {
+            txn.open_table(RECEIPTS)?.insert(&id[..], envelope)?;
+            Ok(())
+        })
+    }
+
+    fn get_receipt(&self, id: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = txn.open_table(RECEIPTS).map_err(|e| self.err(e))?;
+        let value = t.get(&id[..]).map_err(|e| self.err(e))?;
+        Ok(value.map(|g| g.value().to_vec()))
+    }
+
+    fn put_agent_key(&self, did: &str, seed: &Zeroizing<[u8; 32]>) -> Result<(), StoreError> {
+        if did.len() > MAX_KEY_LEN {
+            return Err(StoreError::TooLarge("the DID"));
+        }
+        self.write(|txn| {
+            txn.open_table(AGENT_KEYS)?.insert(did, &seed[..])?;
+            Ok(())
+        })
+    }
+
+    fn remove_agent_key(&self, did: &str) -> Result<bool, StoreError> {
+        self.write(|txn| {
+            let removed = txn.open_table(AGENT_KEYS)?.remove(did)?.is_some();
+            Ok(removed)
+        })
+    }
+
+    fn agent_keys(&self) -> Result<Vec<(String, Zeroizing<[u8; 32]>)>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = txn.open_table(AGENT_KEYS).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(|e| self.err(e))? {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            let seed: [u8; 32] = v.value().try_into().map_err(|_| StoreError::Corrupt {
+                path: self.path.clone(),
+                reason: format!("the key of {} is not 32 bytes", k.value()),
+            })?;
+            out.push((k.value().to_owned(), Zeroizing::new(seed)));
+        }
+        Ok(out)
+    }
+
+    fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = txn.open_table(META).map_err(|e| self.err(e))?;
+        let value = t.get(name).map_err(|e| self.err(e))?;
+        Ok(value.map(|g| g.value().to_vec()))
+    }
+
+    fn put_meta(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
+        if name.len() > MAX_KEY_LEN {
+            return Err(StoreError::TooLarge("the metadata name"));
+        }
+        if value.len() > MAX_ENVELOPE_LEN {
+            return Err(StoreError::TooLarge("the metadata value"));
+        }
+        self.write(|txn| {
+            txn.open_table(META)?.insert(name, value)?;
+            Ok(())
+        })
+    }
+}
