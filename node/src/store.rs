@@ -71,6 +71,9 @@ pub enum StoreError {
     TooLarge(&'static str),
 }
 
+/// An own agent's DID and the seed of its secret key.
+pub type AgentKey = (String, Zeroizing<[u8; 32]>);
+
 /// The largest key of a record.
 pub const MAX_KEY_LEN: usize = 1024;
 /// The largest stored envelope (the largest message the protocol allows fits).
@@ -116,7 +119,7 @@ pub trait Store: Send + Sync + 'static {
     fn remove_agent_key(&self, did: &str) -> Result<bool, StoreError>;
 
     /// Every own agent's DID and key seed.
-    fn agent_keys(&self) -> Result<Vec<(String, Zeroizing<[u8; 32]>)>, StoreError>;
+    fn agent_keys(&self) -> Result<Vec<AgentKey>, StoreError>;
 
     /// A metadata value (node key, configuration).
     fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
@@ -362,7 +365,7 @@ impl Store for RedbStore {
         })
     }
 
-    fn agent_keys(&self) -> Result<Vec<(String, Zeroizing<[u8; 32]>)>, StoreError> {
+    fn agent_keys(&self) -> Result<Vec<AgentKey>, StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.err(e))?;
         let t = txn.open_table(AGENT_KEYS).map_err(|e| self.err(e))?;
         let mut out = Vec::new();
