@@ -7,4 +7,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+mod node;
 pub mod store;
+
+pub use node::{Node, NodeBuilder, NodeConfig, NodeError, NodeHandle, STORE_FILE};

@@ -1,0 +1,157 @@
+//! Two real nodes on 127.0.0.1: a card published on one is verified, stored, indexed and
+//! searchable on the other; a forged card is refused; a restarted node keeps its registry.
+
+use std::time::{Duration, Instant};
+
+use agentnet_discovery::SearchQuery;
+use agentnet_node::{Node, NodeConfig, NodeError, NodeHandle};
+use agentnet_protocol::{AgentCard, Capability, Keypair, SignedEnvelope, Timestamp, Tombstone};
+
+fn card(agent: &Keypair, host: &NodeHandle, seq: u64) -> AgentCard {
+    let now = Timestamp::now();
+    AgentCard {
+        did: agent.did(),
+        name: "translator".into(),
+        description: "translates text".into(),
+        capabilities: vec![Capability {
+            name: "translate".into(),
+            description: "Translate text between English and German".into(),
+            tags: vec!["nlp".into()],
+            version: "1".into(),
+            price: None,
+        }],
+        endpoints: vec![],
+        host: host.peer_id(),
+        seq,
+        issued_at: now,
+        expires_at: now.saturating_add(Duration::from_secs(3600)),
+        credentials: vec![],
+    }
+}
+
+async fn found(node: &NodeHandle, text: &str) -> usize {
+    node.search(&SearchQuery::new(text, 10))
+        .map(|p| p.hits.len())
+        .unwrap_or(0)
+}
+
+async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let started = Instant::now();
+    while !check().await {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_card_crosses_two_nodes_and_a_forged_one_does_not() {
+    let dir_a = tempfile::tempdir().expect("tempdir");
+    let dir_b = tempfile::tempdir().expect("tempdir");
+    let a = Node::builder(NodeConfig::new(dir_a.path()))
+        .spawn()
+        .await
+        .expect("node a");
+    let b = Node::builder(NodeConfig::new(dir_b.path()))
+        .spawn()
+        .await
+        .expect("node b");
+    wait_for("a to listen", async || {
+        !a.listen_addrs().await.expect("addrs").is_empty()
+    })
+    .await;
+    let addr = a.listen_addrs().await.expect("addrs")[0].clone();
+    b.dial(addr).await.expect("dial");
+    wait_for("the registry mesh", async || {
+        a.registry_peers().await.expect("peers") > 0 && b.registry_peers().await.expect("peers") > 0
+    })
+    .await;
+
+    let agent = Keypair::generate().expect("key");
+    let envelope = SignedEnvelope::seal(&agent, &card(&agent, &a, 1)).expect("seal");
+    let started = Instant::now();
+    a.publish(&envelope).await.expect("publish");
+    assert_eq!(
+        found(&a, "translate German").await,
+        1,
+        "visible locally at once"
+    );
+    wait_for("the card on b", async || {
+        found(&b, "translate German").await == 1
+    })
+    .await;
+    println!("card propagation a -> b: {:?}", started.elapsed());
+
+    // Another key cannot sign this agent's card.
+    let mut forged = card(&agent, &a, 2);
+    forged.name = "impostor".into();
+    let thief = Keypair::generate().expect("key");
+    assert!(SignedEnvelope::seal(&thief, &forged).is_err());
+    // An expired card is refused with a clear error, and nothing changes.
+    let mut old = card(&agent, &a, 3);
+    old.issued_at = Timestamp::from_millis(1_000);
+    old.expires_at = Timestamp::from_millis(2_000);
+    let err = a
+        .publish(&SignedEnvelope::seal(&agent, &old).expect("seal"))
+        .await
+        .expect_err("expired");
+    assert!(matches!(err, NodeError::Refused(_)), "{err}");
+    assert_eq!(found(&a, "translate German").await, 1);
+
+    // A tombstone removes the agent everywhere.
+    let now = Timestamp::now();
+    let tombstone = Tombstone {
+        did: agent.did(),
+        seq: 2,
+        issued_at: now,
+        expires_at: now.saturating_add(Duration::from_secs(3600)),
+    };
+    a.publish(&SignedEnvelope::seal(&agent, &tombstone).expect("seal"))
+        .await
+        .expect("publish tombstone");
+    wait_for("the tombstone on b", async || {
+        found(&b, "translate German").await == 0
+    })
+    .await;
+    assert_eq!(found(&a, "translate German").await, 0);
+    a.shutdown().await.expect("shutdown");
+    b.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_keeps_its_registry_and_identity() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agent = Keypair::generate().expect("key");
+    let (peer_id, envelope) = {
+        let node = Node::builder(NodeConfig::new(dir.path()))
+            .spawn()
+            .await
+            .expect("node");
+        let envelope = SignedEnvelope::seal(&agent, &card(&agent, &node, 1)).expect("seal");
+        node.publish(&envelope).await.expect("publish");
+        let id = node.peer_id();
+        node.shutdown().await.expect("shutdown");
+        (id, envelope)
+    };
+    // The swarm task has returned; give it a moment to drop the store.
+    let node = loop {
+        match Node::builder(NodeConfig::new(dir.path())).spawn().await {
+            Ok(node) => break node,
+            Err(NodeError::Store(agentnet_node::store::StoreError::Locked(_))) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("restart: {e}"),
+        }
+    };
+    assert_eq!(node.peer_id(), peer_id, "same node key");
+    assert_eq!(
+        found(&node, "translate German").await,
+        1,
+        "registry restored"
+    );
+    // Publishing the same card again is accepted as already known.
+    node.publish(&envelope).await.expect("idempotent");
+    assert_eq!(node.capabilities(), 1);
+}
