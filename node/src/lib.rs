@@ -9,5 +9,6 @@
 
 mod node;
 pub mod store;
+mod sync;
 
 pub use node::{Node, NodeBuilder, NodeConfig, NodeError, NodeHandle, STORE_FILE};

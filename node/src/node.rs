@@ -6,20 +6,28 @@
 //! stored, indexed or forwarded; a forged or malformed message is rejected in gossipsub
 //! validation, so that the sending peer's score drops.
 
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use agentnet_discovery::{CapabilityIndex, Page, SearchError, SearchQuery};
-use agentnet_protocol::ids::{IDENTIFY_PROTOCOL_VERSION, KAD_PROTOCOL, REGISTRY_TOPIC};
+use agentnet_protocol::ids::{
+    IDENTIFY_PROTOCOL_VERSION, KAD_PROTOCOL, REGISTRY_TOPIC, SYNC_PROTOCOL,
+};
+use agentnet_protocol::limits::{MAX_SYNC_FETCH_KEYS, MAX_SYNC_MESSAGE_LEN};
 use agentnet_protocol::{
     AgentCard, Did, Keypair, Kind, SignedEnvelope, SyncTable, Timestamp, Tombstone,
     ValidationContext,
 };
+use agentnet_protocol::{SyncRange, SyncRequest, SyncResponse};
 use futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, connection_limits, identify, kad, ping};
+use libp2p::{
+    Multiaddr, PeerId, StreamProtocol, Swarm, connection_limits, identify, kad, ping,
+    request_response,
+};
 use tokio::sync::{mpsc, oneshot};
 use zeroize::Zeroizing;
 
@@ -29,6 +37,8 @@ use crate::store::{PutOutcome, RedbStore, Store, StoreError, StoredRecord};
 const COMMAND_QUEUE: usize = 64;
 /// The store's file name inside the data directory.
 pub const STORE_FILE: &str = "node.redb";
+/// Concurrent sync streams per connection.
+const SYNC_STREAMS: usize = 8;
 /// The largest gossip message (the largest envelope the protocol allows, with room).
 const MAX_GOSSIP_MESSAGE: usize = 256 * 1024;
 
@@ -46,6 +56,12 @@ pub struct NodeConfig {
     pub max_connections: u32,
     /// A connection with no stream open for this long is closed. Default 60 s.
     pub idle_timeout: Duration,
+    /// Whether to take part in registry gossip. Default true; off, the node learns only
+    /// by anti-entropy (used to test that sync alone converges).
+    pub gossip: bool,
+    /// How often to reconcile with a connected peer, besides on every new connection.
+    /// Default 30 s.
+    pub sync_interval: Duration,
 }
 
 impl NodeConfig {
@@ -64,6 +80,8 @@ impl NodeConfig {
             bootstrap: Vec::new(),
             max_connections: 256,
             idle_timeout: Duration::from_secs(60),
+            gossip: true,
+            sync_interval: Duration::from_secs(30),
         }
     }
 }
@@ -113,6 +131,78 @@ struct Behaviour {
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     kad: kad::Behaviour<kad::store::MemoryStore>,
+    sync: request_response::Behaviour<SyncCodec>,
+}
+
+/// Raw bytes on `/agentnet/sync/1`: the peer closes its side after writing, so a message
+/// is everything up to end of stream, at most [`MAX_SYNC_MESSAGE_LEN`] bytes.
+#[derive(Clone, Copy, Debug, Default)]
+struct SyncCodec;
+
+async fn read_bounded<T: futures::AsyncRead + Unpin + Send>(
+    io: &mut T,
+) -> std::io::Result<Vec<u8>> {
+    use futures::AsyncReadExt;
+    let mut buf = Vec::new();
+    io.take(MAX_SYNC_MESSAGE_LEN as u64 + 1)
+        .read_to_end(&mut buf)
+        .await?;
+    if buf.len() > MAX_SYNC_MESSAGE_LEN {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "sync message larger than MAX_SYNC_MESSAGE_LEN",
+        ));
+    }
+    Ok(buf)
+}
+
+async fn write_all<T: futures::AsyncWrite + Unpin + Send>(
+    io: &mut T,
+    bytes: Vec<u8>,
+) -> std::io::Result<()> {
+    use futures::AsyncWriteExt;
+    io.write_all(&bytes).await?;
+    io.close().await
+}
+
+impl request_response::Codec for SyncCodec {
+    type Protocol = StreamProtocol;
+    type Request = Vec<u8>;
+    type Response = Vec<u8>;
+
+    async fn read_request<T: futures::AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> std::io::Result<Vec<u8>> {
+        read_bounded(io).await
+    }
+
+    async fn read_response<T: futures::AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> std::io::Result<Vec<u8>> {
+        read_bounded(io).await
+    }
+
+    async fn write_request<T: futures::AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Vec<u8>,
+    ) -> std::io::Result<()> {
+        write_all(io, req).await
+    }
+
+    async fn write_response<T: futures::AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: Vec<u8>,
+    ) -> std::io::Result<()> {
+        write_all(io, res).await
+    }
 }
 
 /// State shared by the swarm task and every handle.
@@ -196,7 +286,13 @@ impl NodeBuilder {
             index: RwLock::new(index),
         });
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
-        tokio::spawn(run(swarm, rx, shared.clone()));
+        tokio::spawn(run(
+            swarm,
+            rx,
+            shared.clone(),
+            config.gossip,
+            config.sync_interval,
+        ));
         Ok(NodeHandle {
             commands: tx,
             shared,
@@ -267,16 +363,28 @@ fn build_swarm(keypair: &Keypair, config: &NodeConfig) -> Result<Swarm<Behaviour
                 )),
                 ping: ping::Behaviour::default(),
                 kad,
+                sync: request_response::Behaviour::with_codec(
+                    SyncCodec,
+                    [(
+                        StreamProtocol::new(SYNC_PROTOCOL),
+                        request_response::ProtocolSupport::Full,
+                    )],
+                    request_response::Config::default()
+                        .with_request_timeout(Duration::from_secs(10))
+                        .with_max_concurrent_streams(SYNC_STREAMS),
+                ),
             })
         })
         .map_err(|e| net(&e))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
         .build();
-    swarm
-        .behaviour_mut()
-        .gossipsub
-        .subscribe(&IdentTopic::new(REGISTRY_TOPIC))
-        .map_err(|e| net(&e))?;
+    if config.gossip {
+        swarm
+            .behaviour_mut()
+            .gossipsub
+            .subscribe(&IdentTopic::new(REGISTRY_TOPIC))
+            .map_err(|e| net(&e))?;
+    }
     Ok(swarm)
 }
 
@@ -345,15 +453,137 @@ impl Shared {
     }
 }
 
+/// Sends the next reconcile request of a sync with `peer`, if ranges are pending.
+fn send_pending(swarm: &mut Swarm<Behaviour>, peer: PeerId, pending: &mut VecDeque<SyncRange>) {
+    if pending.is_empty() {
+        return;
+    }
+    let take = pending.len().min(crate::sync::REQUEST_RANGES);
+    let request = SyncRequest::Reconcile {
+        table: SyncTable::Registry,
+        ranges: pending.drain(..take).collect(),
+    };
+    swarm
+        .behaviour_mut()
+        .sync
+        .send_request(&peer, request.to_bytes());
+}
+
+/// Opens a sync of the registry with `peer`.
+fn start_sync(swarm: &mut Swarm<Behaviour>, shared: &Shared, peer: PeerId) {
+    match crate::sync::opening(shared.store.as_ref(), SyncTable::Registry) {
+        Ok(request) => {
+            swarm
+                .behaviour_mut()
+                .sync
+                .send_request(&peer, request.to_bytes());
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot start a sync"),
+    }
+}
+
+/// Handles a sync request or response from `peer`.
+fn on_sync(
+    swarm: &mut Swarm<Behaviour>,
+    shared: &Shared,
+    peer: PeerId,
+    message: request_response::Message<Vec<u8>, Vec<u8>>,
+    pending: &mut HashMap<PeerId, VecDeque<SyncRange>>,
+) {
+    match message {
+        request_response::Message::Request {
+            request, channel, ..
+        } => {
+            let response = SyncRequest::from_bytes(&request)
+                .map_err(|e| e.to_string())
+                .and_then(|r| {
+                    crate::sync::respond(shared.store.as_ref(), r).map_err(|e| e.to_string())
+                });
+            match response {
+                Ok(response) => {
+                    let _ = swarm
+                        .behaviour_mut()
+                        .sync
+                        .send_response(channel, response.to_bytes());
+                }
+                Err(reason) => tracing::debug!(%peer, %reason, "refused a sync request"),
+            }
+        }
+        request_response::Message::Response { response, .. } => {
+            match SyncResponse::from_bytes(&response) {
+                Ok(SyncResponse::Reconcile { table, ranges }) => {
+                    match crate::sync::plan(shared.store.as_ref(), table, &ranges) {
+                        Ok((next, fetch)) => {
+                            for keys in fetch.chunks(MAX_SYNC_FETCH_KEYS) {
+                                let request = SyncRequest::Fetch {
+                                    table,
+                                    keys: keys.to_vec(),
+                                };
+                                swarm
+                                    .behaviour_mut()
+                                    .sync
+                                    .send_request(&peer, request.to_bytes());
+                            }
+                            let queue = pending.entry(peer).or_default();
+                            queue.extend(next);
+                            // Bounded: a peer cannot make this node queue unbounded work.
+                            queue.truncate(crate::sync::REQUEST_RANGES * 64);
+                            send_pending(swarm, peer, queue);
+                            if queue.is_empty() {
+                                pending.remove(&peer);
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot plan a sync"),
+                    }
+                }
+                Ok(SyncResponse::Records(envelopes)) => {
+                    for envelope in envelopes {
+                        if let Err(e) = shared.ingest_registry(&envelope, Timestamp::now()) {
+                            tracing::debug!(%peer, error = %e, "refused a synced record");
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!(%peer, error = %e, "malformed sync response"),
+            }
+        }
+    }
+}
+
 async fn run(
     mut swarm: Swarm<Behaviour>,
     mut commands: mpsc::Receiver<Command>,
     shared: Arc<Shared>,
+    gossip: bool,
+    sync_interval: Duration,
 ) {
     let topic = IdentTopic::new(REGISTRY_TOPIC);
+    let mut pending = HashMap::new();
+    let mut ticker = tokio::time::interval(sync_interval);
+    ticker.tick().await;
+    let mut round_robin = 0usize;
     loop {
         tokio::select! {
+            _ = ticker.tick() => {
+                let peers: Vec<PeerId> = swarm.connected_peers().copied().collect();
+                if !peers.is_empty() {
+                    round_robin = round_robin.wrapping_add(1);
+                    let peer = peers[round_robin % peers.len()];
+                    start_sync(&mut swarm, &shared, peer);
+                }
+            }
             event = swarm.select_next_some() => {
+                if let SwarmEvent::ConnectionEstablished { peer_id, num_established, .. } = &event
+                    && num_established.get() == 1
+                {
+                    start_sync(&mut swarm, &shared, *peer_id);
+                }
+                if let SwarmEvent::Behaviour(BehaviourEvent::Sync(
+                    request_response::Event::Message { peer, message, .. },
+                )) = event
+                {
+                    on_sync(&mut swarm, &shared, peer, message, &mut pending);
+                    continue;
+                }
                 if let SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
                     propagation_source,
                     message_id,
@@ -400,7 +630,9 @@ async fn run(
                             Ok(_) => {
                                 // No subscribed peer yet is not an error: the record is
                                 // stored, and anti-entropy delivers it later.
-                                if let Err(e) = swarm.behaviour_mut().gossipsub.publish(topic.clone(), bytes) {
+                                if gossip
+                                    && let Err(e) = swarm.behaviour_mut().gossipsub.publish(topic.clone(), bytes)
+                                {
                                     tracing::debug!(error = %e, "gossip publish");
                                 }
                                 Ok(())

@@ -155,3 +155,46 @@ async fn a_restarted_node_keeps_its_registry_and_identity() {
     node.publish(&envelope).await.expect("idempotent");
     assert_eq!(node.capabilities(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_joiner_without_gossip_converges_by_anti_entropy_alone() {
+    let dir_a = tempfile::tempdir().expect("tempdir");
+    let dir_b = tempfile::tempdir().expect("tempdir");
+    let a = Node::builder(NodeConfig::new(dir_a.path()))
+        .spawn()
+        .await
+        .expect("node a");
+    let n = 300;
+    for i in 0..n {
+        let agent = Keypair::generate().expect("key");
+        let mut c = card(&agent, &a, 1);
+        c.name = format!("agent {i}");
+        a.publish(&SignedEnvelope::seal(&agent, &c).expect("seal"))
+            .await
+            .expect("publish");
+    }
+    assert_eq!(a.capabilities(), n);
+
+    let mut config = NodeConfig::new(dir_b.path());
+    config.gossip = false;
+    let b = Node::builder(config).spawn().await.expect("node b");
+    wait_for("a to listen", async || {
+        !a.listen_addrs().await.expect("addrs").is_empty()
+    })
+    .await;
+    let started = Instant::now();
+    b.dial(a.listen_addrs().await.expect("addrs")[0].clone())
+        .await
+        .expect("dial");
+    wait_for("b to converge", async || b.capabilities() == n).await;
+    println!(
+        "late joiner converged on {n} cards in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        a.registry_peers().await.expect("peers"),
+        0,
+        "b never subscribed to the registry topic"
+    );
+    assert_eq!(found(&b, "translate German").await, 10, "searchable on b");
+}
