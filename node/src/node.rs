@@ -37,6 +37,10 @@ use crate::store::{PutOutcome, RedbStore, Store, StoreError, StoredRecord};
 const COMMAND_QUEUE: usize = 64;
 /// The store's file name inside the data directory.
 pub const STORE_FILE: &str = "node.redb";
+/// The most DIDs this node announces as provider records (its own agents).
+const MAX_PROVIDED_KEYS: usize = 100_000;
+/// Host lookups in flight at once.
+const MAX_HOST_QUERIES: usize = 256;
 /// Concurrent sync streams per connection.
 const SYNC_STREAMS: usize = 8;
 /// The largest gossip message (the largest envelope the protocol allows, with room).
@@ -218,6 +222,7 @@ enum Command {
     Publish(Vec<u8>, oneshot::Sender<Result<(), NodeError>>),
     ConnectedPeers(oneshot::Sender<Vec<PeerId>>),
     GossipPeers(oneshot::Sender<usize>),
+    FindHosts(Did, oneshot::Sender<Result<Vec<PeerId>, NodeError>>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -348,7 +353,13 @@ fn build_swarm(keypair: &Keypair, config: &NodeConfig) -> Result<Swarm<Behaviour
             )?;
             let mut kad = kad::Behaviour::with_config(
                 peer_id,
-                kad::store::MemoryStore::new(peer_id),
+                kad::store::MemoryStore::with_config(
+                    peer_id,
+                    kad::store::MemoryStoreConfig {
+                        max_provided_keys: MAX_PROVIDED_KEYS,
+                        ..Default::default()
+                    },
+                ),
                 kad::Config::new(StreamProtocol::new(KAD_PROTOCOL)),
             );
             // Loopback and LAN addresses are never confirmed as external, so ask for server
@@ -453,6 +464,28 @@ impl Shared {
     }
 }
 
+/// Announces (or withdraws) the DID of an agent this node hosts as a Kademlia provider
+/// record, after a card or tombstone was applied.
+fn announce(swarm: &mut Swarm<Behaviour>, own: PeerId, bytes: &[u8]) {
+    let Ok(envelope) = SignedEnvelope::from_bytes(bytes) else {
+        return;
+    };
+    let key = kad::RecordKey::new(&envelope.signer().as_str());
+    match envelope.kind() {
+        Kind::AgentCard => {
+            if envelope
+                .open_untimed::<AgentCard>()
+                .is_ok_and(|card| card.host == own)
+                && let Err(e) = swarm.behaviour_mut().kad.start_providing(key)
+            {
+                tracing::warn!(error = %e, "cannot announce an agent");
+            }
+        }
+        Kind::Tombstone => swarm.behaviour_mut().kad.stop_providing(&key),
+        _ => {}
+    }
+}
+
 /// Sends the next reconcile request of a sync with `peer`, if ranges are pending.
 fn send_pending(swarm: &mut Swarm<Behaviour>, peer: PeerId, pending: &mut VecDeque<SyncRange>) {
     if pending.is_empty() {
@@ -549,6 +582,15 @@ fn on_sync(
     }
 }
 
+/// Host lookups in flight: the reply and the providers found so far.
+type HostQueries = HashMap<
+    kad::QueryId,
+    (
+        oneshot::Sender<Result<Vec<PeerId>, NodeError>>,
+        std::collections::HashSet<PeerId>,
+    ),
+>;
+
 async fn run(
     mut swarm: Swarm<Behaviour>,
     mut commands: mpsc::Receiver<Command>,
@@ -561,6 +603,14 @@ async fn run(
     let mut ticker = tokio::time::interval(sync_interval);
     ticker.tick().await;
     let mut round_robin = 0usize;
+    let mut host_queries: HostQueries = HashMap::new();
+    for record in shared
+        .store
+        .records(SyncTable::Registry, &[], &[], MAX_PROVIDED_KEYS)
+        .unwrap_or_default()
+    {
+        announce(&mut swarm, shared.peer_id, &record.envelope);
+    }
     loop {
         tokio::select! {
             _ = ticker.tick() => {
@@ -576,6 +626,33 @@ async fn run(
                     && num_established.get() == 1
                 {
                     start_sync(&mut swarm, &shared, *peer_id);
+                }
+                match &event {
+                    SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
+                        for addr in info.listen_addrs.iter().take(16) {
+                            swarm.behaviour_mut().kad.add_address(peer_id, addr.clone());
+                        }
+                    }
+                    SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                        id,
+                        result: kad::QueryResult::GetProviders(result),
+                        step,
+                        ..
+                    })) => {
+                        let done = match result {
+                            Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) => {
+                                if let Some((_, found)) = host_queries.get_mut(id) {
+                                    found.extend(providers.iter().copied().take(64));
+                                }
+                                step.last
+                            }
+                            _ => true,
+                        };
+                        if done && let Some((reply, found)) = host_queries.remove(id) {
+                            let _ = reply.send(Ok(found.into_iter().collect()));
+                        }
+                    }
+                    _ => {}
                 }
                 if let SwarmEvent::Behaviour(BehaviourEvent::Sync(
                     request_response::Event::Message { peer, message, .. },
@@ -627,7 +704,10 @@ async fn run(
                     }
                     Command::Publish(bytes, reply) => {
                         let result = match shared.ingest_registry(&bytes, Timestamp::now()) {
-                            Ok(_) => {
+                            Ok(applied) => {
+                                if applied == Ingested::Applied {
+                                    announce(&mut swarm, shared.peer_id, &bytes);
+                                }
                                 // No subscribed peer yet is not an error: the record is
                                 // stored, and anti-entropy delivers it later.
                                 if gossip
@@ -640,6 +720,15 @@ async fn run(
                             Err(e) => Err(e),
                         };
                         let _ = reply.send(result);
+                    }
+                    Command::FindHosts(did, reply) => {
+                        if host_queries.len() >= MAX_HOST_QUERIES {
+                            let _ = reply.send(Err(NodeError::Network("too many host lookups in flight".into())));
+                        } else {
+                            let key = kad::RecordKey::new(&did.as_str());
+                            let id = swarm.behaviour_mut().kad.get_providers(key);
+                            host_queries.insert(id, (reply, std::collections::HashSet::new()));
+                        }
                     }
                     Command::ConnectedPeers(reply) => {
                         let _ = reply.send(swarm.connected_peers().copied().collect());
@@ -700,6 +789,13 @@ impl NodeHandle {
     /// How many peers are subscribed to the registry topic.
     pub async fn registry_peers(&self) -> Result<usize, NodeError> {
         self.ask(Command::GossipPeers).await
+    }
+
+    /// The nodes that announce hosting `did` (Kademlia provider records), so that an
+    /// agent's host can be found before its card arrives.
+    pub async fn find_hosts(&self, did: &Did) -> Result<Vec<PeerId>, NodeError> {
+        let did = did.clone();
+        self.ask(|tx| Command::FindHosts(did, tx)).await?
     }
 
     /// Verifies, stores, indexes and gossips a signed card or tombstone.

@@ -198,3 +198,51 @@ async fn a_late_joiner_without_gossip_converges_by_anti_entropy_alone() {
     );
     assert_eq!(found(&b, "translate German").await, 10, "searchable on b");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agents_host_is_found_through_kademlia_before_its_card() {
+    let dir_a = tempfile::tempdir().expect("tempdir");
+    let dir_b = tempfile::tempdir().expect("tempdir");
+    let a = Node::builder(NodeConfig::new(dir_a.path()))
+        .spawn()
+        .await
+        .expect("node a");
+    let mut config = NodeConfig::new(dir_b.path());
+    // No gossip, and no periodic sync during the test: b cannot have the card.
+    config.gossip = false;
+    config.sync_interval = Duration::from_secs(3600);
+    let b = Node::builder(config).spawn().await.expect("node b");
+    wait_for("a to listen", async || {
+        !a.listen_addrs().await.expect("addrs").is_empty()
+    })
+    .await;
+    b.dial(a.listen_addrs().await.expect("addrs")[0].clone())
+        .await
+        .expect("dial");
+    wait_for("the connection", async || {
+        !b.connected_peers().await.expect("peers").is_empty()
+    })
+    .await;
+    // Published after the connection's opening sync, so b never receives the card.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let agent = Keypair::generate().expect("key");
+    a.publish(&SignedEnvelope::seal(&agent, &card(&agent, &a, 1)).expect("seal"))
+        .await
+        .expect("publish");
+    let mut hosts = Vec::new();
+    wait_for("the provider record", async || {
+        hosts = b.find_hosts(&agent.did()).await.expect("lookup");
+        !hosts.is_empty()
+    })
+    .await;
+    assert_eq!(hosts, vec![a.peer_id()]);
+    assert_eq!(found(&b, "translate German").await, 0, "b has no card yet");
+    // An unknown agent has no host.
+    let stranger = Keypair::generate().expect("key");
+    assert!(
+        b.find_hosts(&stranger.did())
+            .await
+            .expect("lookup")
+            .is_empty()
+    );
+}
