@@ -502,16 +502,22 @@ impl CapabilityIndex {
         };
         let page = self.page(&mut snapshot, 0, query, signals, now)?;
         if page.next_cursor.is_some() {
-            let mut snapshots = self
-                .snapshots
-                .lock()
-                .map_err(|_| SearchError::CursorExpired)?;
-            if snapshots.len() >= MAX_SNAPSHOTS {
-                snapshots.pop_front();
-            }
-            snapshots.push_back(snapshot);
+            self.keep_snapshot(snapshot)?;
         }
         Ok(page)
+    }
+
+    /// Keeps a snapshot for its cursor, dropping the oldest beyond [`MAX_SNAPSHOTS`].
+    fn keep_snapshot(&self, snapshot: Snapshot) -> Result<(), SearchError> {
+        let mut snapshots = self
+            .snapshots
+            .lock()
+            .map_err(|_| SearchError::CursorExpired)?;
+        if snapshots.len() >= MAX_SNAPSHOTS {
+            snapshots.pop_front();
+        }
+        snapshots.push_back(snapshot);
+        Ok(())
     }
 
     fn next_page(
@@ -540,14 +546,7 @@ impl CapabilityIndex {
             ..
         }) = &page
         {
-            let mut snapshots = self
-                .snapshots
-                .lock()
-                .map_err(|_| SearchError::CursorExpired)?;
-            if snapshots.len() >= MAX_SNAPSHOTS {
-                snapshots.pop_front();
-            }
-            snapshots.push_back(snapshot);
+            self.keep_snapshot(snapshot)?;
         }
         page
     }

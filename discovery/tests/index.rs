@@ -50,25 +50,7 @@ fn neutral(_: &Did, _: &str) -> f64 {
 
 fn index_of(n: u32) -> CapabilityIndex {
     let mut index = CapabilityIndex::default();
-    for i in 0..n {
-        let topic = [
-            "translate text",
-            "summarise documents",
-            "classify images",
-            "transcribe speech",
-        ][i as usize % 4];
-        let tag = ["nlp", "vision", "audio"][i as usize % 3];
-        index
-            .upsert(&card(
-                i,
-                &[(
-                    &format!("skill-{i}"),
-                    &format!("{topic} quickly and well, variant {i}"),
-                    &[tag],
-                )],
-            ))
-            .expect("indexed");
-    }
+    fill(&mut index, n);
     index
 }
 

@@ -257,6 +257,8 @@ impl NodeBuilder {
 
         // The registry comes back from the store: a restarted node keeps what it knew.
         let mut index = CapabilityIndex::default();
+        // The agents this node hosts, to announce as provider records.
+        let mut hosted = Vec::new();
         let mut lower = Vec::new();
         loop {
             let batch = store.records(SyncTable::Registry, &lower, &[], 1024)?;
@@ -270,6 +272,9 @@ impl NodeBuilder {
                 {
                     // A card that no longer indexes is skipped, not fatal.
                     let _ = index.upsert(&card);
+                    if card.host == peer_id {
+                        hosted.push(card.did);
+                    }
                 }
             }
         }
@@ -297,6 +302,7 @@ impl NodeBuilder {
             shared.clone(),
             config.gossip,
             config.sync_interval,
+            hosted,
         ));
         Ok(NodeHandle {
             commands: tx,
@@ -403,9 +409,18 @@ fn build_swarm(keypair: &Keypair, config: &NodeConfig) -> Result<Swarm<Behaviour
 #[derive(Debug, PartialEq, Eq)]
 enum Ingested {
     /// New: stored and indexed; forward it.
-    Applied,
+    Applied(Change),
     /// Already known, or older than what the store holds.
     Stale,
+}
+
+/// The registry change an applied message made.
+#[derive(Debug, PartialEq, Eq)]
+enum Change {
+    /// A card, and whether this node is its host.
+    Card { did: Did, hosted_here: bool },
+    /// A tombstone.
+    Removed(Did),
 }
 
 impl Shared {
@@ -437,7 +452,12 @@ impl Shared {
                 index.upsert(&card)?;
                 match self.store.put_record(SyncTable::Registry, &record)? {
                     PutOutcome::Stale => Ok(Ingested::Stale),
-                    PutOutcome::Inserted | PutOutcome::Replaced => Ok(Ingested::Applied),
+                    PutOutcome::Inserted | PutOutcome::Replaced => {
+                        Ok(Ingested::Applied(Change::Card {
+                            hosted_here: card.host == self.peer_id,
+                            did: card.did,
+                        }))
+                    }
                 }
             }
             Kind::Tombstone => {
@@ -453,7 +473,7 @@ impl Shared {
                     PutOutcome::Stale => Ok(Ingested::Stale),
                     PutOutcome::Inserted | PutOutcome::Replaced => {
                         index.remove(&tombstone.did);
-                        Ok(Ingested::Applied)
+                        Ok(Ingested::Applied(Change::Removed(tombstone.did)))
                     }
                 }
             }
@@ -464,25 +484,26 @@ impl Shared {
     }
 }
 
-/// Announces (or withdraws) the DID of an agent this node hosts as a Kademlia provider
-/// record, after a card or tombstone was applied.
-fn announce(swarm: &mut Swarm<Behaviour>, own: PeerId, bytes: &[u8]) {
-    let Ok(envelope) = SignedEnvelope::from_bytes(bytes) else {
-        return;
-    };
-    let key = kad::RecordKey::new(&envelope.signer().as_str());
-    match envelope.kind() {
-        Kind::AgentCard => {
-            if envelope
-                .open_untimed::<AgentCard>()
-                .is_ok_and(|card| card.host == own)
-                && let Err(e) = swarm.behaviour_mut().kad.start_providing(key)
-            {
-                tracing::warn!(error = %e, "cannot announce an agent");
-            }
-        }
-        Kind::Tombstone => swarm.behaviour_mut().kad.stop_providing(&key),
-        _ => {}
+/// Announces the DID of an agent this node hosts as a Kademlia provider record.
+fn provide(swarm: &mut Swarm<Behaviour>, did: &Did) {
+    let key = kad::RecordKey::new(&did.as_str());
+    if let Err(e) = swarm.behaviour_mut().kad.start_providing(key) {
+        tracing::warn!(error = %e, "cannot announce an agent");
+    }
+}
+
+/// Announces or withdraws a provider record after a local card or tombstone was applied.
+fn announce(swarm: &mut Swarm<Behaviour>, change: &Change) {
+    match change {
+        Change::Card {
+            did,
+            hosted_here: true,
+        } => provide(swarm, did),
+        Change::Card { .. } => {}
+        Change::Removed(did) => swarm
+            .behaviour_mut()
+            .kad
+            .stop_providing(&kad::RecordKey::new(&did.as_str())),
     }
 }
 
@@ -597,6 +618,7 @@ async fn run(
     shared: Arc<Shared>,
     gossip: bool,
     sync_interval: Duration,
+    hosted: Vec<Did>,
 ) {
     let topic = IdentTopic::new(REGISTRY_TOPIC);
     let mut pending = HashMap::new();
@@ -604,12 +626,8 @@ async fn run(
     ticker.tick().await;
     let mut round_robin = 0usize;
     let mut host_queries: HostQueries = HashMap::new();
-    for record in shared
-        .store
-        .records(SyncTable::Registry, &[], &[], MAX_PROVIDED_KEYS)
-        .unwrap_or_default()
-    {
-        announce(&mut swarm, shared.peer_id, &record.envelope);
+    for did in hosted.iter().take(MAX_PROVIDED_KEYS) {
+        provide(&mut swarm, did);
     }
     loop {
         tokio::select! {
@@ -671,7 +689,7 @@ async fn run(
                         MessageAcceptance::Reject
                     } else {
                         match shared.ingest_registry(&message.data, Timestamp::now()) {
-                            Ok(Ingested::Applied) => MessageAcceptance::Accept,
+                            Ok(Ingested::Applied(_)) => MessageAcceptance::Accept,
                             Ok(Ingested::Stale) => MessageAcceptance::Ignore,
                             Err(NodeError::Refused(reason)) => {
                                 tracing::debug!(%propagation_source, %reason, "rejected a registry message");
@@ -705,8 +723,8 @@ async fn run(
                     Command::Publish(bytes, reply) => {
                         let result = match shared.ingest_registry(&bytes, Timestamp::now()) {
                             Ok(applied) => {
-                                if applied == Ingested::Applied {
-                                    announce(&mut swarm, shared.peer_id, &bytes);
+                                if let Ingested::Applied(change) = &applied {
+                                    announce(&mut swarm, change);
                                 }
                                 // No subscribed peer yet is not an error: the record is
                                 // stored, and anti-entropy delivers it later.
