@@ -1,37 +1,51 @@
 //! The running node: one task owns the libp2p `Swarm`; a cloneable [`NodeHandle`] drives it
 //! with commands that carry their own reply channel.
 //!
-//! This slice carries the registry over gossipsub: a card or tombstone, from a local agent
+//! Every replicated record (card, tombstone, pause notice, attestation), from a local agent
 //! or from the network, is verified (signature, kind, `seq`, expiry, limits) before it is
-//! stored, indexed or forwarded; a forged or malformed message is rejected in gossipsub
-//! validation, so that the sending peer's score drops.
+//! stored, applied or forwarded; a forged or malformed message is rejected in gossipsub
+//! validation and penalised, so the sending peer's score drops. Intents travel on
+//! `/agentnet/intent/1` (`specs/intents.md`).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use agentnet_discovery::{CapabilityIndex, Page, SearchError, SearchQuery};
+use agentnet_discovery::{
+    CapabilityIndex, Embedder, IndexConfig, LexicalConfig, LexicalEmbedder, SearchError,
+};
 use agentnet_protocol::ids::{
-    IDENTIFY_PROTOCOL_VERSION, KAD_PROTOCOL, REGISTRY_TOPIC, SYNC_PROTOCOL,
+    ATTESTATION_TOPIC, IDENTIFY_PROTOCOL_VERSION, INTENT_PROTOCOL, KAD_PROTOCOL, PAUSE_TOPIC,
+    REGISTRY_TOPIC, SYNC_PROTOCOL,
 };
-use agentnet_protocol::limits::{MAX_SYNC_FETCH_KEYS, MAX_SYNC_MESSAGE_LEN};
+use agentnet_protocol::limits::{
+    MAX_ENVELOPE_OVERHEAD, MAX_INTENT_LEN, MAX_INTENT_RESPONSE_LEN, MAX_INTENT_TTL,
+    MAX_SYNC_FETCH_KEYS, MAX_SYNC_MESSAGE_LEN,
+};
 use agentnet_protocol::{
-    AgentCard, Did, Keypair, Kind, SignedEnvelope, SyncTable, Timestamp, Tombstone,
-    ValidationContext,
+    AgentCard, Did, Keypair, Kind, SignedEnvelope, SyncRange, SyncRequest, SyncResponse, SyncTable,
+    Timestamp,
 };
-use agentnet_protocol::{SyncRange, SyncRequest, SyncResponse};
+use agentnet_trust::{PeerScores, Penalty, TrustConfig, TrustEngine};
 use futures::StreamExt;
-use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance};
+use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, TopicHash};
+use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    Multiaddr, PeerId, StreamProtocol, Swarm, connection_limits, identify, kad, ping,
+    Multiaddr, PeerId, StreamProtocol, Swarm, connection_limits, identify, kad, mdns, ping,
     request_response,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use zeroize::Zeroizing;
 
-use crate::store::{PutOutcome, RedbStore, Store, StoreError, StoredRecord};
+use crate::codec::BytesCodec;
+use crate::handle::NodeHandle;
+use crate::intent::{
+    BudgetGate, HttpBudgetGate, IntentLimits, PauseState, RateLimiter, ReplayCache,
+};
+use crate::shared::{Change, Ingested, Metrics, Refusal, Shared, lock};
+use crate::store::{RedbStore, Store, StoreError};
 
 /// Commands queued to the swarm task; more wait in the caller.
 const COMMAND_QUEUE: usize = 64;
@@ -43,8 +57,34 @@ const MAX_PROVIDED_KEYS: usize = 100_000;
 const MAX_HOST_QUERIES: usize = 256;
 /// Concurrent sync streams per connection.
 const SYNC_STREAMS: usize = 8;
+/// Concurrent intent streams per connection.
+const INTENT_STREAMS: usize = 256;
+/// Outbound intent requests awaiting an answer at once.
+const MAX_PENDING_INTENTS: usize = 4096;
 /// The largest gossip message (the largest envelope the protocol allows, with room).
 const MAX_GOSSIP_MESSAGE: usize = 256 * 1024;
+/// Peers with a penalty score at once.
+const MAX_SCORED_PEERS: usize = 10_000;
+/// How fast penalties are forgiven.
+const PENALTY_HALF_LIFE: Duration = Duration::from_secs(10 * 60);
+
+/// The node's gateway: where it asks for budget before sending an intent.
+#[derive(Clone)]
+pub struct GatewayConfig {
+    /// The gateway's base URL, such as `http://127.0.0.1:8080`.
+    pub url: String,
+    /// The node's API key at the gateway (`agn_<id>_<secret>`).
+    pub api_key: String,
+}
+
+impl std::fmt::Debug for GatewayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayConfig")
+            .field("url", &self.url)
+            .field("api_key", &"<redacted>")
+            .finish()
+    }
+}
 
 /// How a node is set up.
 #[derive(Clone, Debug)]
@@ -60,12 +100,25 @@ pub struct NodeConfig {
     pub max_connections: u32,
     /// A connection with no stream open for this long is closed. Default 60 s.
     pub idle_timeout: Duration,
-    /// Whether to take part in registry gossip. Default true; off, the node learns only
-    /// by anti-entropy (used to test that sync alone converges).
+    /// Whether to take part in gossip. Default true; off, the node learns only by
+    /// anti-entropy (used to test that sync alone converges).
     pub gossip: bool,
     /// How often to reconcile with a connected peer, besides on every new connection.
     /// Default 30 s.
     pub sync_interval: Duration,
+    /// Find peers on the LAN with mDNS. Default off.
+    pub mdns: bool,
+    /// Rate limits and bounds on intents.
+    pub intents: IntentLimits,
+    /// Issuers (gateways) whose pause notices this node obeys for any agent. Others are
+    /// obeyed only for agents whose cards carry a credential they issued.
+    pub pause_issuers: Vec<Did>,
+    /// The gateway to ask for budget before sending intents. When set and unreachable, the
+    /// node sends nothing (fails closed).
+    pub gateway: Option<GatewayConfig>,
+    /// A directory holding all-MiniLM-L6-v2 (`scripts/fetch-minilm.sh`). Without it, or in a
+    /// build without the `minilm` feature, the node says so and uses the lexical embedder.
+    pub minilm_dir: Option<PathBuf>,
 }
 
 impl NodeConfig {
@@ -86,6 +139,11 @@ impl NodeConfig {
             idle_timeout: Duration::from_secs(60),
             gossip: true,
             sync_interval: Duration::from_secs(30),
+            mdns: false,
+            intents: IntentLimits::default(),
+            pause_issuers: Vec::new(),
+            gateway: None,
+            minilm_dir: None,
         }
     }
 }
@@ -103,6 +161,21 @@ pub enum NodeError {
     /// A message was refused.
     #[error("refused: {0}")]
     Refused(String),
+    /// The request was invalid.
+    #[error("invalid: {0}")]
+    Invalid(String),
+    /// The agent is not known (not hosted here, or no card and no host found).
+    #[error("unknown agent: {0}")]
+    UnknownAgent(String),
+    /// The agent is paused by a gateway this node obeys.
+    #[error("{0} is paused")]
+    Paused(Did),
+    /// The gateway refused or could not be asked for budget, so nothing was sent.
+    #[error(transparent)]
+    Budget(#[from] crate::intent::BudgetError),
+    /// Too much is in flight.
+    #[error("busy: {0}")]
+    Busy(String),
     /// The search was refused.
     #[error(transparent)]
     Search(#[from] SearchError),
@@ -118,130 +191,66 @@ pub struct Node;
 impl Node {
     /// A builder for a node with `config`.
     pub fn builder(config: NodeConfig) -> NodeBuilder {
-        NodeBuilder { config }
+        NodeBuilder {
+            config,
+            budget: None,
+        }
     }
 }
 
 /// Builds and starts a node.
-#[derive(Debug)]
 pub struct NodeBuilder {
     config: NodeConfig,
+    budget: Option<Arc<dyn BudgetGate>>,
+}
+
+impl std::fmt::Debug for NodeBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeBuilder")
+            .field("config", &self.config)
+            .field("budget", &self.budget.is_some())
+            .finish()
+    }
 }
 
 #[derive(NetworkBehaviour)]
-struct Behaviour {
+pub(crate) struct Behaviour {
     limits: connection_limits::Behaviour,
     gossipsub: gossipsub::Behaviour,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     kad: kad::Behaviour<kad::store::MemoryStore>,
-    sync: request_response::Behaviour<SyncCodec>,
+    sync: request_response::Behaviour<BytesCodec>,
+    intent: request_response::Behaviour<BytesCodec>,
+    mdns: Toggle<mdns::tokio::Behaviour>,
 }
 
-/// Raw bytes on `/agentnet/sync/1`: the peer closes its side after writing, so a message
-/// is everything up to end of stream, at most [`MAX_SYNC_MESSAGE_LEN`] bytes.
-#[derive(Clone, Copy, Debug, Default)]
-struct SyncCodec;
+/// What an intent request to a peer came to, as the swarm task reports it.
+pub(crate) type IntentReply = Result<Vec<u8>, request_response::OutboundFailure>;
 
-async fn read_bounded<T: futures::AsyncRead + Unpin + Send>(
-    io: &mut T,
-) -> std::io::Result<Vec<u8>> {
-    use futures::AsyncReadExt;
-    let mut buf = Vec::new();
-    io.take(MAX_SYNC_MESSAGE_LEN as u64 + 1)
-        .read_to_end(&mut buf)
-        .await?;
-    if buf.len() > MAX_SYNC_MESSAGE_LEN {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "sync message larger than MAX_SYNC_MESSAGE_LEN",
-        ));
-    }
-    Ok(buf)
-}
-
-async fn write_all<T: futures::AsyncWrite + Unpin + Send>(
-    io: &mut T,
-    bytes: Vec<u8>,
-) -> std::io::Result<()> {
-    use futures::AsyncWriteExt;
-    io.write_all(&bytes).await?;
-    io.close().await
-}
-
-impl request_response::Codec for SyncCodec {
-    type Protocol = StreamProtocol;
-    type Request = Vec<u8>;
-    type Response = Vec<u8>;
-
-    async fn read_request<T: futures::AsyncRead + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-    ) -> std::io::Result<Vec<u8>> {
-        read_bounded(io).await
-    }
-
-    async fn read_response<T: futures::AsyncRead + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-    ) -> std::io::Result<Vec<u8>> {
-        read_bounded(io).await
-    }
-
-    async fn write_request<T: futures::AsyncWrite + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        req: Vec<u8>,
-    ) -> std::io::Result<()> {
-        write_all(io, req).await
-    }
-
-    async fn write_response<T: futures::AsyncWrite + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        res: Vec<u8>,
-    ) -> std::io::Result<()> {
-        write_all(io, res).await
-    }
-}
-
-/// State shared by the swarm task and every handle.
-struct Shared {
-    peer_id: PeerId,
-    store: Arc<dyn Store>,
-    index: RwLock<CapabilityIndex>,
-}
-
-enum Command {
+pub(crate) enum Command {
     ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
     Dial(Multiaddr, oneshot::Sender<Result<(), NodeError>>),
     Publish(Vec<u8>, oneshot::Sender<Result<(), NodeError>>),
+    /// Gossips bytes without checking them (the testnet's adversaries use this).
+    PublishRaw(SyncTable, Vec<u8>, oneshot::Sender<Result<(), NodeError>>),
     ConnectedPeers(oneshot::Sender<Vec<PeerId>>),
     GossipPeers(oneshot::Sender<usize>),
+    GossipScore(PeerId, oneshot::Sender<Option<f64>>),
     FindHosts(Did, oneshot::Sender<Result<Vec<PeerId>, NodeError>>),
+    SendIntent(PeerId, Vec<u8>, oneshot::Sender<IntentReply>),
+    Disconnect(PeerId, oneshot::Sender<bool>),
     Shutdown(oneshot::Sender<()>),
 }
 
-/// Drives a running node; clone it freely.
-#[derive(Clone)]
-pub struct NodeHandle {
-    commands: mpsc::Sender<Command>,
-    shared: Arc<Shared>,
-}
-
-impl std::fmt::Debug for NodeHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeHandle")
-            .field("peer_id", &self.shared.peer_id)
-            .finish_non_exhaustive()
-    }
-}
-
 impl NodeBuilder {
+    /// Asks `gate` for budget before each intent, instead of the gateway named in the
+    /// config.
+    pub fn budget_gate(mut self, gate: Arc<dyn BudgetGate>) -> Self {
+        self.budget = Some(gate);
+        self
+    }
+
     /// Opens the store, starts the swarm task, and returns its handle.
     pub async fn spawn(self) -> Result<NodeHandle, NodeError> {
         let config = self.config;
@@ -256,8 +265,7 @@ impl NodeBuilder {
         let peer_id = keypair.peer_id();
 
         // The registry comes back from the store: a restarted node keeps what it knew.
-        let mut index = CapabilityIndex::default();
-        // The agents this node hosts, to announce as provider records.
+        let mut index = CapabilityIndex::with_embedder(embedder(&config), IndexConfig::default());
         let mut hosted = Vec::new();
         let mut lower = Vec::new();
         loop {
@@ -279,6 +287,46 @@ impl NodeBuilder {
             }
         }
 
+        let budget = match (self.budget, &config.gateway) {
+            (Some(gate), _) => Some(gate),
+            (None, Some(gateway)) => Some(Arc::new(HttpBudgetGate::new(
+                gateway.url.clone(),
+                gateway.api_key.clone(),
+            )?) as Arc<dyn BudgetGate>),
+            (None, None) => None,
+        };
+        let limits = config.intents;
+        let shared = Arc::new(Shared {
+            peer_id,
+            store,
+            index: RwLock::new(index),
+            agents: RwLock::new(HashMap::new()),
+            trust: Mutex::new(TrustEngine::new(TrustConfig::default(), &[])),
+            pauses: Mutex::new(PauseState::default()),
+            replay: Mutex::new(ReplayCache::new(limits.replay_capacity)),
+            peer_limits: Mutex::new(RateLimiter::new(
+                limits.per_minute,
+                limits.burst,
+                limits.tracked,
+            )),
+            agent_limits: Mutex::new(RateLimiter::new(
+                limits.per_minute,
+                limits.burst,
+                limits.tracked,
+            )),
+            handlers: RwLock::new(HashMap::new()),
+            inboxes: Mutex::new(HashMap::new()),
+            awaiting: Mutex::new(HashMap::new()),
+            penalties: Mutex::new(PeerScores::new(PENALTY_HALF_LIFE, MAX_SCORED_PEERS)),
+            inbound: Arc::new(Semaphore::new(limits.in_flight.max(1))),
+            outbound: Arc::new(Semaphore::new(limits.in_flight.max(1))),
+            limits,
+            pause_issuers: config.pause_issuers.clone(),
+            budget,
+            metrics: Metrics::default(),
+        });
+        shared.restore(Timestamp::now())?;
+
         let mut swarm = build_swarm(&keypair, &config)?;
         for addr in &config.listen {
             swarm
@@ -290,25 +338,41 @@ impl NodeBuilder {
                 .dial(addr.clone())
                 .map_err(|e| NodeError::Network(format!("cannot dial {addr}: {e}")))?;
         }
-        let shared = Arc::new(Shared {
-            peer_id,
-            store,
-            index: RwLock::new(index),
-        });
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+        let (responses_tx, responses_rx) = mpsc::channel(limits.in_flight.max(1));
         tokio::spawn(run(
             swarm,
-            rx,
+            Channels {
+                commands: rx,
+                responses_tx,
+                responses: responses_rx,
+            },
             shared.clone(),
             config.gossip,
             config.sync_interval,
             hosted,
         ));
-        Ok(NodeHandle {
-            commands: tx,
-            shared,
-        })
+        Ok(NodeHandle::new(tx, shared))
     }
+}
+
+/// The embedder the config asks for, falling back to lexical with a warning.
+fn embedder(config: &NodeConfig) -> Box<dyn Embedder> {
+    #[cfg(feature = "minilm")]
+    if let Some(dir) = &config.minilm_dir {
+        match agentnet_discovery::MinilmEmbedder::load(dir) {
+            Ok(e) => return Box::new(e),
+            Err(e) => tracing::warn!(error = %e, "cannot load MiniLM; using the lexical embedder"),
+        }
+    }
+    #[cfg(not(feature = "minilm"))]
+    if config.minilm_dir.is_some() {
+        tracing::warn!(
+            "this build has no `minilm` feature; using the lexical embedder (rebuild with \
+             `--features minilm`)"
+        );
+    }
+    Box::new(LexicalEmbedder::new(LexicalConfig::default()))
 }
 
 fn node_key(store: &dyn Store) -> Result<Keypair, NodeError> {
@@ -328,6 +392,22 @@ fn node_key(store: &dyn Store) -> Result<Keypair, NodeError> {
     Ok(Keypair::from_seed(&seed))
 }
 
+/// The gossip topic of each replicated table.
+fn topic_of(table: SyncTable) -> IdentTopic {
+    match table {
+        SyncTable::Attestations => IdentTopic::new(ATTESTATION_TOPIC),
+        SyncTable::Pauses => IdentTopic::new(PAUSE_TOPIC),
+        _ => IdentTopic::new(REGISTRY_TOPIC),
+    }
+}
+
+/// The replicated tables, in the order a sync walks them.
+const TABLES: [SyncTable; 3] = [
+    SyncTable::Registry,
+    SyncTable::Pauses,
+    SyncTable::Attestations,
+];
+
 fn build_swarm(keypair: &Keypair, config: &NodeConfig) -> Result<Swarm<Behaviour>, NodeError> {
     let net = |e: &dyn std::fmt::Display| NodeError::Network(e.to_string());
     let gossip_config = gossipsub::ConfigBuilder::default()
@@ -337,11 +417,31 @@ fn build_swarm(keypair: &Keypair, config: &NodeConfig) -> Result<Swarm<Behaviour
         .heartbeat_interval(Duration::from_millis(500))
         .build()
         .map_err(|e| net(&e))?;
+    // Peer scoring: the application-specific term is the node's own penalty score
+    // (`agentnet_trust::PeerScores`), weight 1, so a forged signature (-100) alone passes
+    // the graylist threshold (-80). Peers on one host are normal in testnets, so loopback is
+    // exempt from the IP-colocation penalty.
+    let mut score_params = gossipsub::PeerScoreParams {
+        app_specific_weight: 1.0,
+        ..Default::default()
+    };
+    score_params.ip_colocation_factor_whitelist.extend(
+        ["127.0.0.1".parse::<std::net::IpAddr>(), "::1".parse()]
+            .into_iter()
+            .flatten(),
+    );
+    for table in TABLES {
+        score_params.topics.insert(
+            topic_of(table).hash(),
+            gossipsub::TopicScoreParams::default(),
+        );
+    }
     let limits = connection_limits::ConnectionLimits::default()
         .with_max_established(Some(config.max_connections))
         .with_max_pending_incoming(Some(config.max_connections / 4 + 1))
         .with_max_established_per_peer(Some(2));
     let idle = config.idle_timeout;
+    let want_mdns = config.mdns;
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair.to_libp2p())
         .with_tokio()
         .with_tcp(
@@ -353,10 +453,11 @@ fn build_swarm(keypair: &Keypair, config: &NodeConfig) -> Result<Swarm<Behaviour
         .with_quic()
         .with_behaviour(|key| {
             let peer_id = key.public().to_peer_id();
-            let gossipsub = gossipsub::Behaviour::new(
+            let mut gossipsub = gossipsub::Behaviour::new(
                 gossipsub::MessageAuthenticity::Signed(key.clone()),
                 gossip_config,
             )?;
+            gossipsub.with_peer_score(score_params, gossipsub::PeerScoreThresholds::default())?;
             let mut kad = kad::Behaviour::with_config(
                 peer_id,
                 kad::store::MemoryStore::with_config(
@@ -371,6 +472,14 @@ fn build_swarm(keypair: &Keypair, config: &NodeConfig) -> Result<Swarm<Behaviour
             // Loopback and LAN addresses are never confirmed as external, so ask for server
             // mode outright (see ../shared/pitfalls.md).
             kad.set_mode(Some(kad::Mode::Server));
+            let mdns = if want_mdns {
+                Some(mdns::tokio::Behaviour::new(
+                    mdns::Config::default(),
+                    peer_id,
+                )?)
+            } else {
+                None
+            };
             Ok(Behaviour {
                 limits: connection_limits::Behaviour::new(limits),
                 gossipsub,
@@ -381,7 +490,7 @@ fn build_swarm(keypair: &Keypair, config: &NodeConfig) -> Result<Swarm<Behaviour
                 ping: ping::Behaviour::default(),
                 kad,
                 sync: request_response::Behaviour::with_codec(
-                    SyncCodec,
+                    BytesCodec::new(MAX_SYNC_MESSAGE_LEN, MAX_SYNC_MESSAGE_LEN),
                     [(
                         StreamProtocol::new(SYNC_PROTOCOL),
                         request_response::ProtocolSupport::Full,
@@ -390,98 +499,37 @@ fn build_swarm(keypair: &Keypair, config: &NodeConfig) -> Result<Swarm<Behaviour
                         .with_request_timeout(Duration::from_secs(10))
                         .with_max_concurrent_streams(SYNC_STREAMS),
                 ),
+                intent: request_response::Behaviour::with_codec(
+                    BytesCodec::new(
+                        MAX_INTENT_LEN + MAX_ENVELOPE_OVERHEAD,
+                        MAX_INTENT_RESPONSE_LEN,
+                    ),
+                    [(
+                        StreamProtocol::new(INTENT_PROTOCOL),
+                        request_response::ProtocolSupport::Full,
+                    )],
+                    // The sender enforces each intent's own deadline; this only bounds a
+                    // stream whose peer never answers.
+                    request_response::Config::default()
+                        .with_request_timeout(MAX_INTENT_TTL + Duration::from_secs(30))
+                        .with_max_concurrent_streams(INTENT_STREAMS),
+                ),
+                mdns: Toggle::from(mdns),
             })
         })
         .map_err(|e| net(&e))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
         .build();
     if config.gossip {
-        swarm
-            .behaviour_mut()
-            .gossipsub
-            .subscribe(&IdentTopic::new(REGISTRY_TOPIC))
-            .map_err(|e| net(&e))?;
-    }
-    Ok(swarm)
-}
-
-/// What ingesting a registry message did.
-#[derive(Debug, PartialEq, Eq)]
-enum Ingested {
-    /// New: stored and indexed; forward it.
-    Applied(Change),
-    /// Already known, or older than what the store holds.
-    Stale,
-}
-
-/// The registry change an applied message made.
-#[derive(Debug, PartialEq, Eq)]
-enum Change {
-    /// A card, and whether this node is its host.
-    Card { did: Did, hosted_here: bool },
-    /// A tombstone.
-    Removed(Did),
-}
-
-impl Shared {
-    /// Verifies a card or tombstone, then stores and indexes it.
-    fn ingest_registry(&self, bytes: &[u8], now: Timestamp) -> Result<Ingested, NodeError> {
-        let refused = |e: &dyn std::fmt::Display| NodeError::Refused(e.to_string());
-        let envelope = SignedEnvelope::from_bytes(bytes).map_err(|e| refused(&e))?;
-        let ctx = ValidationContext::at(now);
-        let mut hash = [0u8; agentnet_protocol::SYNC_HASH_LEN];
-        hash.copy_from_slice(&envelope.content_id().0[..agentnet_protocol::SYNC_HASH_LEN]);
-        match envelope.kind() {
-            Kind::AgentCard => {
-                let card: AgentCard = envelope.open(&ctx).map_err(|e| refused(&e))?;
-                let record = StoredRecord {
-                    key: card.did.as_str().as_bytes().to_vec(),
-                    version: card.seq,
-                    hash,
-                    envelope: bytes.to_vec(),
-                };
-                // Index first: a card the index refuses is not stored either.
-                let mut index = self.index.write().map_err(|_| NodeError::Stopped)?;
-                if self
-                    .store
-                    .get_record(SyncTable::Registry, &record.key)?
-                    .is_some_and(|old| (old.version, old.hash) >= (record.version, record.hash))
-                {
-                    return Ok(Ingested::Stale);
-                }
-                index.upsert(&card)?;
-                match self.store.put_record(SyncTable::Registry, &record)? {
-                    PutOutcome::Stale => Ok(Ingested::Stale),
-                    PutOutcome::Inserted | PutOutcome::Replaced => {
-                        Ok(Ingested::Applied(Change::Card {
-                            hosted_here: card.host == self.peer_id,
-                            did: card.did,
-                        }))
-                    }
-                }
-            }
-            Kind::Tombstone => {
-                let tombstone: Tombstone = envelope.open(&ctx).map_err(|e| refused(&e))?;
-                let record = StoredRecord {
-                    key: tombstone.did.as_str().as_bytes().to_vec(),
-                    version: tombstone.seq,
-                    hash,
-                    envelope: bytes.to_vec(),
-                };
-                let mut index = self.index.write().map_err(|_| NodeError::Stopped)?;
-                match self.store.put_record(SyncTable::Registry, &record)? {
-                    PutOutcome::Stale => Ok(Ingested::Stale),
-                    PutOutcome::Inserted | PutOutcome::Replaced => {
-                        index.remove(&tombstone.did);
-                        Ok(Ingested::Applied(Change::Removed(tombstone.did)))
-                    }
-                }
-            }
-            other => Err(NodeError::Refused(format!(
-                "a {other:?} does not belong on the registry topic"
-            ))),
+        for table in TABLES {
+            swarm
+                .behaviour_mut()
+                .gossipsub
+                .subscribe(&topic_of(table))
+                .map_err(|e| net(&e))?;
         }
     }
+    Ok(swarm)
 }
 
 /// Announces the DID of an agent this node hosts as a Kademlia provider record.
@@ -499,22 +547,45 @@ fn announce(swarm: &mut Swarm<Behaviour>, change: &Change) {
             did,
             hosted_here: true,
         } => provide(swarm, did),
-        Change::Card { .. } => {}
         Change::Removed(did) => swarm
             .behaviour_mut()
             .kad
             .stop_providing(&kad::RecordKey::new(&did.as_str())),
+        _ => {}
     }
 }
 
+/// Applies a penalty to `peer`: the node's own score, then gossipsub's application-specific
+/// term; a banned peer is disconnected.
+fn penalise(swarm: &mut Swarm<Behaviour>, shared: &Shared, peer: PeerId, penalty: Penalty) {
+    let (score, banned) = shared.penalise(&peer, penalty);
+    tracing::debug!(%peer, penalty = penalty.name, score, "penalised a peer");
+    swarm
+        .behaviour_mut()
+        .gossipsub
+        .set_application_score(&peer, score);
+    if banned {
+        tracing::info!(%peer, score, "disconnecting a peer whose score fell too low");
+        let _ = swarm.disconnect_peer_id(peer);
+    }
+}
+
+/// Pending reconcile ranges per (peer, table).
+type Pending = HashMap<(PeerId, SyncTable), VecDeque<SyncRange>>;
+
 /// Sends the next reconcile request of a sync with `peer`, if ranges are pending.
-fn send_pending(swarm: &mut Swarm<Behaviour>, peer: PeerId, pending: &mut VecDeque<SyncRange>) {
+fn send_pending(
+    swarm: &mut Swarm<Behaviour>,
+    peer: PeerId,
+    table: SyncTable,
+    pending: &mut VecDeque<SyncRange>,
+) {
     if pending.is_empty() {
         return;
     }
     let take = pending.len().min(crate::sync::REQUEST_RANGES);
     let request = SyncRequest::Reconcile {
-        table: SyncTable::Registry,
+        table,
         ranges: pending.drain(..take).collect(),
     };
     swarm
@@ -523,16 +594,18 @@ fn send_pending(swarm: &mut Swarm<Behaviour>, peer: PeerId, pending: &mut VecDeq
         .send_request(&peer, request.to_bytes());
 }
 
-/// Opens a sync of the registry with `peer`.
+/// Opens a sync of every replicated table with `peer`.
 fn start_sync(swarm: &mut Swarm<Behaviour>, shared: &Shared, peer: PeerId) {
-    match crate::sync::opening(shared.store.as_ref(), SyncTable::Registry) {
-        Ok(request) => {
-            swarm
-                .behaviour_mut()
-                .sync
-                .send_request(&peer, request.to_bytes());
+    for table in TABLES {
+        match crate::sync::opening(shared.store.as_ref(), table) {
+            Ok(request) => {
+                swarm
+                    .behaviour_mut()
+                    .sync
+                    .send_request(&peer, request.to_bytes());
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot start a sync"),
         }
-        Err(e) => tracing::warn!(error = %e, "cannot start a sync"),
     }
 }
 
@@ -542,27 +615,26 @@ fn on_sync(
     shared: &Shared,
     peer: PeerId,
     message: request_response::Message<Vec<u8>, Vec<u8>>,
-    pending: &mut HashMap<PeerId, VecDeque<SyncRange>>,
+    pending: &mut Pending,
 ) {
     match message {
         request_response::Message::Request {
             request, channel, ..
-        } => {
-            let response = SyncRequest::from_bytes(&request)
-                .map_err(|e| e.to_string())
-                .and_then(|r| {
-                    crate::sync::respond(shared.store.as_ref(), r).map_err(|e| e.to_string())
-                });
-            match response {
+        } => match SyncRequest::from_bytes(&request) {
+            Ok(request) => match crate::sync::respond(shared.store.as_ref(), request) {
                 Ok(response) => {
                     let _ = swarm
                         .behaviour_mut()
                         .sync
                         .send_response(channel, response.to_bytes());
                 }
-                Err(reason) => tracing::debug!(%peer, %reason, "refused a sync request"),
+                Err(e) => tracing::warn!(%peer, error = %e, "cannot answer a sync request"),
+            },
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "refused a sync request");
+                penalise(swarm, shared, peer, agentnet_trust::PeerFault::penalty(&e));
             }
-        }
+        },
         request_response::Message::Response { response, .. } => {
             match SyncResponse::from_bytes(&response) {
                 Ok(SyncResponse::Reconcile { table, ranges }) => {
@@ -578,13 +650,13 @@ fn on_sync(
                                     .sync
                                     .send_request(&peer, request.to_bytes());
                             }
-                            let queue = pending.entry(peer).or_default();
+                            let queue = pending.entry((peer, table)).or_default();
                             queue.extend(next);
                             // Bounded: a peer cannot make this node queue unbounded work.
                             queue.truncate(crate::sync::REQUEST_RANGES * 64);
-                            send_pending(swarm, peer, queue);
+                            send_pending(swarm, peer, table, queue);
                             if queue.is_empty() {
-                                pending.remove(&peer);
+                                pending.remove(&(peer, table));
                             }
                         }
                         Err(e) => tracing::warn!(error = %e, "cannot plan a sync"),
@@ -592,12 +664,31 @@ fn on_sync(
                 }
                 Ok(SyncResponse::Records(envelopes)) => {
                     for envelope in envelopes {
-                        if let Err(e) = shared.ingest_registry(&envelope, Timestamp::now()) {
-                            tracing::debug!(%peer, error = %e, "refused a synced record");
+                        match shared.ingest(&envelope, Timestamp::now()) {
+                            Ok(Ingested::Applied(change)) => {
+                                Metrics::bump(&shared.metrics.synced_records);
+                                if let Change::Card {
+                                    hosted_here: true, ..
+                                } = &change
+                                {
+                                    announce(swarm, &change);
+                                }
+                            }
+                            Ok(Ingested::Stale) => {}
+                            Err(Refusal::Fault(penalty, reason)) => {
+                                tracing::debug!(%peer, %reason, "refused a synced record");
+                                penalise(swarm, shared, peer, penalty);
+                            }
+                            Err(Refusal::Node(e)) => {
+                                tracing::warn!(error = %e, "cannot apply a synced record");
+                            }
                         }
                     }
                 }
-                Err(e) => tracing::debug!(%peer, error = %e, "malformed sync response"),
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "malformed sync response");
+                    penalise(swarm, shared, peer, agentnet_trust::PeerFault::penalty(&e));
+                }
             }
         }
     }
@@ -608,24 +699,121 @@ type HostQueries = HashMap<
     kad::QueryId,
     (
         oneshot::Sender<Result<Vec<PeerId>, NodeError>>,
-        std::collections::HashSet<PeerId>,
+        HashSet<PeerId>,
     ),
 >;
 
+/// The swarm task's channels.
+struct Channels {
+    commands: mpsc::Receiver<Command>,
+    /// Answers to inbound intents, from the tasks that deliver them.
+    responses_tx: mpsc::Sender<(request_response::ResponseChannel<Vec<u8>>, Vec<u8>)>,
+    responses: mpsc::Receiver<(request_response::ResponseChannel<Vec<u8>>, Vec<u8>)>,
+}
+
+/// Handles a gossip message: which topic, then verify, store and apply.
+fn on_gossip(
+    swarm: &mut Swarm<Behaviour>,
+    shared: &Shared,
+    topics: &HashMap<TopicHash, SyncTable>,
+    propagation_source: PeerId,
+    message_id: gossipsub::MessageId,
+    message: gossipsub::Message,
+) {
+    let acceptance = match topics.get(&message.topic) {
+        None => {
+            penalise(
+                swarm,
+                shared,
+                propagation_source,
+                agentnet_trust::WRONG_KIND,
+            );
+            MessageAcceptance::Reject
+        }
+        Some(table) => match shared.ingest(&message.data, Timestamp::now()) {
+            Ok(Ingested::Applied(change)) if change.table() == *table => {
+                Metrics::bump(&shared.metrics.gossip_accepted);
+                MessageAcceptance::Accept
+            }
+            Ok(Ingested::Applied(_)) => {
+                // Valid, so applied, but sent on the wrong topic: not forwarded there.
+                penalise(
+                    swarm,
+                    shared,
+                    propagation_source,
+                    agentnet_trust::WRONG_KIND,
+                );
+                MessageAcceptance::Reject
+            }
+            Ok(Ingested::Stale) => {
+                Metrics::bump(&shared.metrics.gossip_ignored);
+                MessageAcceptance::Ignore
+            }
+            Err(Refusal::Fault(penalty, reason)) => {
+                Metrics::bump(&shared.metrics.gossip_rejected);
+                tracing::debug!(%propagation_source, %reason, "rejected a gossip message");
+                penalise(swarm, shared, propagation_source, penalty);
+                MessageAcceptance::Reject
+            }
+            Err(Refusal::Node(e)) => {
+                tracing::warn!(error = %e, "could not apply a gossip message");
+                MessageAcceptance::Ignore
+            }
+        },
+    };
+    swarm
+        .behaviour_mut()
+        .gossipsub
+        .report_message_validation_result(&message_id, &propagation_source, acceptance);
+}
+
+/// Handles an inbound intent request: admission on this task, delivery on its own.
+fn on_intent_request(
+    swarm: &mut Swarm<Behaviour>,
+    shared: &Arc<Shared>,
+    peer: PeerId,
+    request: Vec<u8>,
+    channel: request_response::ResponseChannel<Vec<u8>>,
+    responses: &mpsc::Sender<(request_response::ResponseChannel<Vec<u8>>, Vec<u8>)>,
+) {
+    match shared.admit(Some(peer), &request, Timestamp::now()) {
+        Ok(admitted) => {
+            let shared = shared.clone();
+            let responses = responses.clone();
+            tokio::spawn(async move {
+                let response = shared.deliver(admitted).await;
+                let _ = responses.send((channel, response)).await;
+            });
+        }
+        Err((rejection, penalty)) => {
+            Metrics::bump(&shared.metrics.intents_rejected);
+            tracing::debug!(%peer, code = ?rejection.code, message = %rejection.message, "rejected an intent");
+            if let Some(penalty) = penalty {
+                penalise(swarm, shared, peer, penalty);
+            }
+            let bytes = agentnet_protocol::IntentResponse::Rejected(rejection).to_bytes();
+            let _ = swarm.behaviour_mut().intent.send_response(channel, bytes);
+        }
+    }
+}
+
 async fn run(
     mut swarm: Swarm<Behaviour>,
-    mut commands: mpsc::Receiver<Command>,
+    mut channels: Channels,
     shared: Arc<Shared>,
     gossip: bool,
     sync_interval: Duration,
     hosted: Vec<Did>,
 ) {
-    let topic = IdentTopic::new(REGISTRY_TOPIC);
-    let mut pending = HashMap::new();
+    let topics: HashMap<TopicHash, SyncTable> =
+        TABLES.iter().map(|t| (topic_of(*t).hash(), *t)).collect();
+    let mut pending: Pending = HashMap::new();
     let mut ticker = tokio::time::interval(sync_interval);
     ticker.tick().await;
     let mut round_robin = 0usize;
     let mut host_queries: HostQueries = HashMap::new();
+    let mut intents: HashMap<request_response::OutboundRequestId, oneshot::Sender<IntentReply>> =
+        HashMap::new();
     for did in hosted.iter().take(MAX_PROVIDED_KEYS) {
         provide(&mut swarm, did);
     }
@@ -639,76 +827,85 @@ async fn run(
                     start_sync(&mut swarm, &shared, peer);
                 }
             }
-            event = swarm.select_next_some() => {
-                if let SwarmEvent::ConnectionEstablished { peer_id, num_established, .. } = &event
-                    && num_established.get() == 1
-                {
-                    start_sync(&mut swarm, &shared, *peer_id);
+            Some((channel, bytes)) = channels.responses.recv() => {
+                let _ = swarm.behaviour_mut().intent.send_response(channel, bytes);
+            }
+            event = swarm.select_next_some() => match event {
+                SwarmEvent::ConnectionEstablished { peer_id, num_established, .. } => {
+                    if shared.penalties_banned(&peer_id) {
+                        let _ = swarm.disconnect_peer_id(peer_id);
+                    } else if num_established.get() == 1 {
+                        start_sync(&mut swarm, &shared, peer_id);
+                    }
                 }
-                match &event {
-                    SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
-                        for addr in info.listen_addrs.iter().take(16) {
-                            swarm.behaviour_mut().kad.add_address(peer_id, addr.clone());
+                SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+                    pending.retain(|(peer, _), _| *peer != peer_id);
+                }
+                SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
+                    for addr in info.listen_addrs.iter().take(16) {
+                        swarm.behaviour_mut().kad.add_address(&peer_id, addr.clone());
+                    }
+                }
+                SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
+                    for (peer, addr) in found.into_iter().take(64) {
+                        swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+                        if !swarm.is_connected(&peer) {
+                            let _ = swarm.dial(addr);
                         }
                     }
-                    SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
-                        id,
-                        result: kad::QueryResult::GetProviders(result),
-                        step,
-                        ..
-                    })) => {
-                        let done = match result {
-                            Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) => {
-                                if let Some((_, found)) = host_queries.get_mut(id) {
-                                    found.extend(providers.iter().copied().take(64));
-                                }
-                                step.last
+                }
+                SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                    id,
+                    result: kad::QueryResult::GetProviders(result),
+                    step,
+                    ..
+                })) => {
+                    let done = match result {
+                        Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) => {
+                            if let Some((_, found)) = host_queries.get_mut(&id) {
+                                found.extend(providers.iter().copied().take(64));
                             }
-                            _ => true,
-                        };
-                        if done && let Some((reply, found)) = host_queries.remove(id) {
-                            let _ = reply.send(Ok(found.into_iter().collect()));
+                            step.last
+                        }
+                        _ => true,
+                    };
+                    if done && let Some((reply, found)) = host_queries.remove(&id) {
+                        let _ = reply.send(Ok(found.into_iter().collect()));
+                    }
+                }
+                SwarmEvent::Behaviour(BehaviourEvent::Sync(request_response::Event::Message {
+                    peer, message, ..
+                })) => on_sync(&mut swarm, &shared, peer, message, &mut pending),
+                SwarmEvent::Behaviour(BehaviourEvent::Intent(request_response::Event::Message {
+                    peer, message, ..
+                })) => match message {
+                    request_response::Message::Request { request, channel, .. } => {
+                        on_intent_request(&mut swarm, &shared, peer, request, channel, &channels.responses_tx);
+                    }
+                    request_response::Message::Response { request_id, response } => {
+                        if let Some(reply) = intents.remove(&request_id) {
+                            let _ = reply.send(Ok(response));
                         }
                     }
-                    _ => {}
+                },
+                SwarmEvent::Behaviour(BehaviourEvent::Intent(request_response::Event::OutboundFailure {
+                    request_id, error, ..
+                })) => {
+                    if let Some(reply) = intents.remove(&request_id) {
+                        let _ = reply.send(Err(error));
+                    }
                 }
-                if let SwarmEvent::Behaviour(BehaviourEvent::Sync(
-                    request_response::Event::Message { peer, message, .. },
-                )) = event
-                {
-                    on_sync(&mut swarm, &shared, peer, message, &mut pending);
-                    continue;
-                }
-                if let SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                SwarmEvent::Behaviour(BehaviourEvent::Intent(request_response::Event::InboundFailure {
+                    peer, error, ..
+                })) => tracing::debug!(%peer, %error, "an inbound intent failed"),
+                SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
                     propagation_source,
                     message_id,
                     message,
-                })) = event
-                {
-                    let acceptance = if message.topic != topic.hash() {
-                        MessageAcceptance::Reject
-                    } else {
-                        match shared.ingest_registry(&message.data, Timestamp::now()) {
-                            Ok(Ingested::Applied(_)) => MessageAcceptance::Accept,
-                            Ok(Ingested::Stale) => MessageAcceptance::Ignore,
-                            Err(NodeError::Refused(reason)) => {
-                                tracing::debug!(%propagation_source, %reason, "rejected a registry message");
-                                MessageAcceptance::Reject
-                            }
-                            Err(e) => {
-                                tracing::warn!(error = %e, "could not apply a registry message");
-                                MessageAcceptance::Ignore
-                            }
-                        }
-                    };
-                    swarm.behaviour_mut().gossipsub.report_message_validation_result(
-                        &message_id,
-                        &propagation_source,
-                        acceptance,
-                    );
-                }
-            }
-            command = commands.recv() => {
+                })) => on_gossip(&mut swarm, &shared, &topics, propagation_source, message_id, message),
+                _ => {}
+            },
+            command = channels.commands.recv() => {
                 let Some(command) = command else { return };
                 match command {
                     Command::ListenAddrs(reply) => {
@@ -721,38 +918,63 @@ async fn run(
                         let _ = reply.send(result);
                     }
                     Command::Publish(bytes, reply) => {
-                        let result = match shared.ingest_registry(&bytes, Timestamp::now()) {
+                        let result = match shared.ingest(&bytes, Timestamp::now()) {
                             Ok(applied) => {
                                 if let Ingested::Applied(change) = &applied {
                                     announce(&mut swarm, change);
-                                }
-                                // No subscribed peer yet is not an error: the record is
-                                // stored, and anti-entropy delivers it later.
-                                if gossip
-                                    && let Err(e) = swarm.behaviour_mut().gossipsub.publish(topic.clone(), bytes)
-                                {
-                                    tracing::debug!(error = %e, "gossip publish");
+                                    // No subscribed peer yet is not an error: the record is
+                                    // stored, and anti-entropy delivers it later.
+                                    if gossip
+                                        && let Err(e) = swarm.behaviour_mut().gossipsub.publish(topic_of(change.table()), bytes)
+                                    {
+                                        tracing::debug!(error = %e, "gossip publish");
+                                    }
                                 }
                                 Ok(())
                             }
-                            Err(e) => Err(e),
+                            Err(Refusal::Fault(_, reason)) => Err(NodeError::Refused(reason)),
+                            Err(Refusal::Node(e)) => Err(e),
                         };
+                        let _ = reply.send(result);
+                    }
+                    Command::PublishRaw(table, bytes, reply) => {
+                        let result = swarm
+                            .behaviour_mut()
+                            .gossipsub
+                            .publish(topic_of(table), bytes)
+                            .map(|_| ())
+                            .map_err(|e| NodeError::Network(e.to_string()));
                         let _ = reply.send(result);
                     }
                     Command::FindHosts(did, reply) => {
                         if host_queries.len() >= MAX_HOST_QUERIES {
-                            let _ = reply.send(Err(NodeError::Network("too many host lookups in flight".into())));
+                            let _ = reply.send(Err(NodeError::Busy("too many host lookups in flight".into())));
                         } else {
                             let key = kad::RecordKey::new(&did.as_str());
                             let id = swarm.behaviour_mut().kad.get_providers(key);
-                            host_queries.insert(id, (reply, std::collections::HashSet::new()));
+                            host_queries.insert(id, (reply, HashSet::new()));
+                        }
+                    }
+                    Command::SendIntent(peer, bytes, reply) => {
+                        // A caller that stopped waiting (its deadline passed) leaves an entry
+                        // until the peer answers or the stream times out: drop those first.
+                        if intents.len() >= MAX_PENDING_INTENTS {
+                            intents.retain(|_, tx| !tx.is_closed());
+                        }
+                        if intents.len() >= MAX_PENDING_INTENTS {
+                            let _ = reply.send(Err(request_response::OutboundFailure::Io(
+                                std::io::Error::other("too many intents awaiting answers"),
+                            )));
+                        } else {
+                            let id = swarm.behaviour_mut().intent.send_request(&peer, bytes);
+                            intents.insert(id, reply);
                         }
                     }
                     Command::ConnectedPeers(reply) => {
                         let _ = reply.send(swarm.connected_peers().copied().collect());
                     }
                     Command::GossipPeers(reply) => {
-                        let hash = topic.hash();
+                        let hash = topic_of(SyncTable::Registry).hash();
                         let n = swarm
                             .behaviour()
                             .gossipsub
@@ -760,6 +982,12 @@ async fn run(
                             .filter(|(_, topics)| topics.contains(&&hash))
                             .count();
                         let _ = reply.send(n);
+                    }
+                    Command::GossipScore(peer, reply) => {
+                        let _ = reply.send(swarm.behaviour().gossipsub.peer_score(&peer));
+                    }
+                    Command::Disconnect(peer, reply) => {
+                        let _ = reply.send(swarm.disconnect_peer_id(peer).is_ok());
                     }
                     Command::Shutdown(reply) => {
                         let _ = reply.send(());
@@ -771,72 +999,8 @@ async fn run(
     }
 }
 
-impl NodeHandle {
-    /// The node's PeerId.
-    pub fn peer_id(&self) -> PeerId {
-        self.shared.peer_id
-    }
-
-    async fn ask<T>(
-        &self,
-        make: impl FnOnce(oneshot::Sender<T>) -> Command,
-    ) -> Result<T, NodeError> {
-        let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(make(tx))
-            .await
-            .map_err(|_| NodeError::Stopped)?;
-        rx.await.map_err(|_| NodeError::Stopped)
-    }
-
-    /// The addresses the node listens on.
-    pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, NodeError> {
-        self.ask(Command::ListenAddrs).await
-    }
-
-    /// Dials a peer.
-    pub async fn dial(&self, addr: Multiaddr) -> Result<(), NodeError> {
-        self.ask(|tx| Command::Dial(addr, tx)).await?
-    }
-
-    /// Connected peers.
-    pub async fn connected_peers(&self) -> Result<Vec<PeerId>, NodeError> {
-        self.ask(Command::ConnectedPeers).await
-    }
-
-    /// How many peers are subscribed to the registry topic.
-    pub async fn registry_peers(&self) -> Result<usize, NodeError> {
-        self.ask(Command::GossipPeers).await
-    }
-
-    /// The nodes that announce hosting `did` (Kademlia provider records), so that an
-    /// agent's host can be found before its card arrives.
-    pub async fn find_hosts(&self, did: &Did) -> Result<Vec<PeerId>, NodeError> {
-        let did = did.clone();
-        self.ask(|tx| Command::FindHosts(did, tx)).await?
-    }
-
-    /// Verifies, stores, indexes and gossips a signed card or tombstone.
-    pub async fn publish(&self, envelope: &SignedEnvelope) -> Result<(), NodeError> {
-        let bytes = envelope.to_bytes();
-        self.ask(|tx| Command::Publish(bytes, tx)).await?
-    }
-
-    /// Searches the node's capability index (trust is neutral until the trust engine is
-    /// wired in).
-    pub fn search(&self, query: &SearchQuery) -> Result<Page, NodeError> {
-        let index = self.shared.index.read().map_err(|_| NodeError::Stopped)?;
-        let neutral = |_: &Did, _: &str| 0.5;
-        Ok(index.search(query, &neutral, Timestamp::now())?)
-    }
-
-    /// Capabilities indexed.
-    pub fn capabilities(&self) -> usize {
-        self.shared.index.read().map(|i| i.len()).unwrap_or(0)
-    }
-
-    /// Stops the swarm task.
-    pub async fn shutdown(&self) -> Result<(), NodeError> {
-        self.ask(Command::Shutdown).await
+impl Shared {
+    fn penalties_banned(&self, peer: &PeerId) -> bool {
+        lock(&self.penalties).is_banned(peer, Timestamp::now())
     }
 }

@@ -74,6 +74,9 @@ pub enum StoreError {
 /// An own agent's DID and the seed of its secret key.
 pub type AgentKey = (String, Zeroizing<[u8; 32]>);
 
+/// A stored receipt: its content id and its envelope.
+pub type ReceiptEntry = ([u8; 32], Vec<u8>);
+
 /// The largest key of a record.
 pub const MAX_KEY_LEN: usize = 1024;
 /// The largest stored envelope (the largest message the protocol allows fits).
@@ -111,6 +114,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// A receipt by content id.
     fn get_receipt(&self, id: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Up to `limit` receipts with ids after `after` (all from the start when `None`), in
+    /// id order: a restarted node replays them into trust and its replay cache.
+    fn receipts(
+        &self,
+        after: Option<&[u8; 32]>,
+        limit: usize,
+    ) -> Result<Vec<ReceiptEntry>, StoreError>;
 
     /// Keeps the secret key seed of one of the node's own agents.
     fn put_agent_key(&self, did: &str, seed: &Zeroizing<[u8; 32]>) -> Result<(), StoreError>;
@@ -346,6 +357,33 @@ impl Store for RedbStore {
         let t = txn.open_table(RECEIPTS).map_err(|e| self.err(e))?;
         let value = t.get(&id[..]).map_err(|e| self.err(e))?;
         Ok(value.map(|g| g.value().to_vec()))
+    }
+
+    fn receipts(
+        &self,
+        after: Option<&[u8; 32]>,
+        limit: usize,
+    ) -> Result<Vec<ReceiptEntry>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = txn.open_table(RECEIPTS).map_err(|e| self.err(e))?;
+        let range = match after {
+            Some(id) => t.range::<&[u8]>((
+                std::ops::Bound::Excluded(&id[..]),
+                std::ops::Bound::Unbounded,
+            )),
+            None => t.range::<&[u8]>(..),
+        }
+        .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for item in range.take(limit) {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            let id: [u8; 32] = k.value().try_into().map_err(|_| StoreError::Corrupt {
+                path: self.path.clone(),
+                reason: "a receipt id is not 32 bytes".into(),
+            })?;
+            out.push((id, v.value().to_vec()));
+        }
+        Ok(out)
     }
 
     fn put_agent_key(&self, did: &str, seed: &Zeroizing<[u8; 32]>) -> Result<(), StoreError> {

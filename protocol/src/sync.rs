@@ -23,7 +23,7 @@ pub enum SyncTable {
     Registry = 1,
     /// Trust attestations, keyed by issuer, subject and capability.
     Attestations = 2,
-    /// Pause notices, keyed by issuer.
+    /// Pause notices, keyed by issuer and `seq` (`specs/intents.md#pause-notices`).
     Pauses = 3,
 }
 
