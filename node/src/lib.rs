@@ -35,7 +35,9 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod api;
 mod codec;
+pub mod config;
 mod handle;
 mod intent;
 mod node;
