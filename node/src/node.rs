@@ -59,6 +59,8 @@ const MAX_HOST_QUERIES: usize = 256;
 const SYNC_STREAMS: usize = 8;
 /// Concurrent intent streams per connection.
 const INTENT_STREAMS: usize = 256;
+/// How often hosted agents' cards are checked for renewal.
+const CARD_RENEWAL_CHECK: Duration = Duration::from_secs(60 * 60);
 /// Outbound intent requests awaiting an answer at once.
 const MAX_PENDING_INTENTS: usize = 4096;
 /// The largest gossip message (the largest envelope the protocol allows, with room).
@@ -767,6 +769,34 @@ fn on_gossip(
         .report_message_validation_result(&message_id, &propagation_source, acceptance);
 }
 
+/// Verifies, stores and applies a local record, then gossips it.
+fn publish(
+    swarm: &mut Swarm<Behaviour>,
+    shared: &Shared,
+    gossip: bool,
+    bytes: Vec<u8>,
+) -> Result<(), NodeError> {
+    match shared.ingest(&bytes, Timestamp::now()) {
+        Ok(Ingested::Applied(change)) => {
+            announce(swarm, &change);
+            // No subscribed peer yet is not an error: the record is stored, and
+            // anti-entropy delivers it later.
+            if gossip
+                && let Err(e) = swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .publish(topic_of(change.table()), bytes)
+            {
+                tracing::debug!(error = %e, "gossip publish");
+            }
+            Ok(())
+        }
+        Ok(Ingested::Stale) => Ok(()),
+        Err(Refusal::Fault(_, reason)) => Err(NodeError::Refused(reason)),
+        Err(Refusal::Node(e)) => Err(e),
+    }
+}
+
 /// Handles an inbound intent request: admission on this task, delivery on its own.
 fn on_intent_request(
     swarm: &mut Swarm<Behaviour>,
@@ -812,6 +842,7 @@ async fn run(
     ticker.tick().await;
     let mut round_robin = 0usize;
     let mut host_queries: HostQueries = HashMap::new();
+    let mut renewals = tokio::time::interval(CARD_RENEWAL_CHECK);
     let mut intents: HashMap<request_response::OutboundRequestId, oneshot::Sender<IntentReply>> =
         HashMap::new();
     for did in hosted.iter().take(MAX_PROVIDED_KEYS) {
@@ -825,6 +856,13 @@ async fn run(
                     round_robin = round_robin.wrapping_add(1);
                     let peer = peers[round_robin % peers.len()];
                     start_sync(&mut swarm, &shared, peer);
+                }
+            }
+            _ = renewals.tick() => {
+                for bytes in shared.renewed_cards(Timestamp::now()) {
+                    if let Err(e) = publish(&mut swarm, &shared, gossip, bytes) {
+                        tracing::warn!(error = %e, "cannot publish a renewed card");
+                    }
                 }
             }
             Some((channel, bytes)) = channels.responses.recv() => {
@@ -918,24 +956,7 @@ async fn run(
                         let _ = reply.send(result);
                     }
                     Command::Publish(bytes, reply) => {
-                        let result = match shared.ingest(&bytes, Timestamp::now()) {
-                            Ok(applied) => {
-                                if let Ingested::Applied(change) = &applied {
-                                    announce(&mut swarm, change);
-                                    // No subscribed peer yet is not an error: the record is
-                                    // stored, and anti-entropy delivers it later.
-                                    if gossip
-                                        && let Err(e) = swarm.behaviour_mut().gossipsub.publish(topic_of(change.table()), bytes)
-                                    {
-                                        tracing::debug!(error = %e, "gossip publish");
-                                    }
-                                }
-                                Ok(())
-                            }
-                            Err(Refusal::Fault(_, reason)) => Err(NodeError::Refused(reason)),
-                            Err(Refusal::Node(e)) => Err(e),
-                        };
-                        let _ = reply.send(result);
+                        let _ = reply.send(publish(&mut swarm, &shared, gossip, bytes));
                     }
                     Command::PublishRaw(table, bytes, reply) => {
                         let result = swarm

@@ -704,6 +704,36 @@ impl Shared {
         Ok(())
     }
 
+    /// Re-signed cards of hosted agents whose cards pass half their lifetime: a card lives
+    /// at most `MAX_CARD_LIFETIME`, so the host renews it (with `seq` + 1) well before then.
+    pub(crate) fn renewed_cards(&self, now: Timestamp) -> Vec<Vec<u8>> {
+        let half = agentnet_protocol::limits::MAX_CARD_LIFETIME / 2;
+        let agents: Vec<(Did, Arc<Keypair>)> = read(&self.agents)
+            .iter()
+            .map(|(d, k)| (d.clone(), k.clone()))
+            .collect();
+        let mut out = Vec::new();
+        for (did, key) in agents {
+            let Ok(Some(card)) = self.card(&did) else {
+                continue;
+            };
+            if card.host != self.peer_id || card.expires_at.saturating_duration_since(now) > half {
+                continue;
+            }
+            let renewed = AgentCard {
+                seq: card.seq.saturating_add(1),
+                issued_at: now,
+                expires_at: now.saturating_add(agentnet_protocol::limits::MAX_CARD_LIFETIME),
+                ..card
+            };
+            match SignedEnvelope::seal(&key, &renewed) {
+                Ok(env) => out.push(env.to_bytes()),
+                Err(e) => tracing::warn!(%did, error = %e, "cannot renew a card"),
+            }
+        }
+        out
+    }
+
     /// Applies `penalty` to `peer`; returns its new score and whether it is now banned.
     pub(crate) fn penalise(&self, peer: &PeerId, penalty: Penalty) -> (f64, bool) {
         Metrics::bump(&self.metrics.penalties);

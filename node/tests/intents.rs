@@ -568,3 +568,43 @@ async fn a_restarted_node_keeps_its_agents_keys_receipts_and_trust() {
         .expect_err("removed");
     assert!(matches!(err, NodeError::UnknownAgent(_)), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hosted_agents_card_is_renewed_before_it_expires() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agent = Keypair::generate().expect("key");
+    {
+        let n = node(&dir, |_| {}).await;
+        n.adopt(Keypair::from_seed(&agent.seed())).expect("adopt");
+        let now = Timestamp::now();
+        let card = agentnet_protocol::AgentCard {
+            did: agent.did(),
+            name: "short-lived".into(),
+            description: String::new(),
+            capabilities: vec![capability("echo", "Echo")],
+            endpoints: vec![],
+            host: n.peer_id(),
+            seq: 7,
+            issued_at: now,
+            expires_at: now.saturating_add(Duration::from_secs(3600)),
+            credentials: vec![],
+        };
+        n.publish(&SignedEnvelope::seal(&agent, &card).expect("seal"))
+            .await
+            .expect("publish");
+        n.shutdown().await.expect("shutdown");
+    }
+    // The renewal check runs at start and hourly.
+    let n = node(&dir, |_| {}).await;
+    wait_for("the renewed card", async || {
+        n.agent(&agent.did())
+            .ok()
+            .flatten()
+            .is_some_and(|c| c.seq == 8)
+    })
+    .await;
+    let card = n.agent(&agent.did()).expect("store").expect("card");
+    let left = card.expires_at.saturating_duration_since(Timestamp::now());
+    assert!(left > Duration::from_secs(29 * 24 * 3600), "{left:?}");
+    assert_eq!(card.name, "short-lived");
+}
