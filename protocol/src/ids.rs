@@ -4,13 +4,15 @@
 /// Request-response protocol that carries a signed [`Intent`](crate::Intent) and returns an
 /// [`IntentResponse`](crate::IntentResponse).
 ///
-/// Spec: [`specs/protocol.md#intent-protocol`](../../../specs/protocol.md#intent-protocol).
+/// Spec: [`specs/protocol.md#intent-protocol`](../../../specs/protocol.md#intent-protocol);
+/// how nodes use it: [`specs/intents.md`](../../../specs/intents.md).
 pub const INTENT_PROTOCOL: &str = "/agentnet/intent/1";
 
 /// Request-response protocol for anti-entropy: [`SyncRequest`](crate::SyncRequest) and
 /// [`SyncResponse`](crate::SyncResponse).
 ///
-/// Spec: [`specs/protocol.md#sync-protocol`](../../../specs/protocol.md#sync-protocol).
+/// Spec: [`specs/protocol.md#sync-protocol`](../../../specs/protocol.md#sync-protocol);
+/// the algorithm: [`specs/sync.md`](../../../specs/sync.md).
 pub const SYNC_PROTOCOL: &str = "/agentnet/sync/1";
 
 /// Kademlia protocol name of the agentnet DHT, where each agent's DID is a provider key.
@@ -35,7 +37,8 @@ pub const ATTESTATION_TOPIC: &str = "agentnet/attestations/1";
 
 /// Gossipsub topic for pause notices.
 ///
-/// Spec: [`specs/protocol.md#gossip-topics`](../../../specs/protocol.md#gossip-topics).
+/// Spec: [`specs/protocol.md#gossip-topics`](../../../specs/protocol.md#gossip-topics);
+/// which notices a node obeys: [`specs/intents.md#pause-notices`](../../../specs/intents.md#pause-notices).
 pub const PAUSE_TOPIC: &str = "agentnet/pauses/1";
 
 /// The message kinds a gossip topic admits; empty for a topic agentnet does not use.

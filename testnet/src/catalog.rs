@@ -107,8 +107,19 @@ impl CatalogEntry {
 
 /// A synthetic catalog of `n` entries, for runs without data files.
 pub fn synthetic(n: usize) -> Vec<CatalogEntry> {
-    const VERBS: [&str; 8] = ["translate", "summarise", "classify", "transcribe", "plan", "search", "detect", "generate"];
-    const NOUNS: [&str; 8] = ["text", "images", "audio", "trips", "code", "invoices", "emails", "tables"];
+    const VERBS: [&str; 8] = [
+        "translate",
+        "summarise",
+        "classify",
+        "transcribe",
+        "plan",
+        "search",
+        "detect",
+        "generate",
+    ];
+    const NOUNS: [&str; 8] = [
+        "text", "images", "audio", "trips", "code", "invoices", "emails", "tables",
+    ];
     (0..n)
         .map(|i| {
             let verb = VERBS[i % VERBS.len()];
@@ -133,7 +144,10 @@ mod tests {
             id: "hf:0001".into(),
             name: "dmis-lab/biobert-v1.1".into(),
             description: "BioBERT ".repeat(500),
-            tags: vec!["Natural Language Processing Feature Extraction".into(), "huggingface".into()],
+            tags: vec![
+                "Natural Language Processing Feature Extraction".into(),
+                "huggingface".into(),
+            ],
         };
         let spec = entry.agent();
         let cap = &spec.capabilities[0];

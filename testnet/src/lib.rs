@@ -186,7 +186,9 @@ impl TestnetBuilder {
     /// Starts the nodes, connects them, and waits until every edge is connected.
     pub async fn spawn(self) -> Result<Testnet, TestnetError> {
         if self.nodes == 0 {
-            return Err(TestnetError::Invalid("a testnet needs at least one node".into()));
+            return Err(TestnetError::Invalid(
+                "a testnet needs at least one node".into(),
+            ));
         }
         let dir = tempfile::tempdir()?;
         let mut net = Testnet {
@@ -206,12 +208,16 @@ impl TestnetBuilder {
         for &(from, to) in &edges {
             let peer = net.nodes[to].handle.peer_id();
             let handle = net.nodes[from].handle.clone();
-            wait_until(Duration::from_secs(20), &format!("node {from} to connect to {to}"), async || {
-                handle
-                    .connected_peers()
-                    .await
-                    .is_ok_and(|p| p.contains(&peer))
-            })
+            wait_until(
+                Duration::from_secs(20),
+                &format!("node {from} to connect to {to}"),
+                async || {
+                    handle
+                        .connected_peers()
+                        .await
+                        .is_ok_and(|p| p.contains(&peer))
+                },
+            )
             .await?;
         }
         Ok(net)
@@ -325,9 +331,11 @@ impl Testnet {
         let index = self.nodes.len();
         let data_dir = self.dir.path().join(format!("node-{index}"));
         let mut config = NodeConfig::new(&data_dir);
-        config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().map_err(|e| {
-            TestnetError::Invalid(format!("listen address: {e}"))
-        })?];
+        config.listen = vec![
+            "/ip4/127.0.0.1/tcp/0"
+                .parse()
+                .map_err(|e| TestnetError::Invalid(format!("listen address: {e}")))?,
+        ];
         if let Some(configure) = &self.configure {
             configure(index, &mut config);
         }
@@ -396,15 +404,24 @@ mod tests {
     #[test]
     fn topologies_have_the_edges_they_promise() {
         let mut rng = Rng::new(1);
-        assert_eq!(Topology::Line.edges(4, &mut rng), vec![(1, 0), (2, 1), (3, 2)]);
+        assert_eq!(
+            Topology::Line.edges(4, &mut rng),
+            vec![(1, 0), (2, 1), (3, 2)]
+        );
         assert_eq!(Topology::Ring.edges(3, &mut rng).len(), 3);
-        assert_eq!(Topology::Star.edges(4, &mut rng), vec![(1, 0), (2, 0), (3, 0)]);
+        assert_eq!(
+            Topology::Star.edges(4, &mut rng),
+            vec![(1, 0), (2, 0), (3, 0)]
+        );
         assert_eq!(Topology::Full.edges(4, &mut rng).len(), 6);
         let a = Topology::Random { degree: 3 }.edges(20, &mut Rng::new(7));
         let b = Topology::Random { degree: 3 }.edges(20, &mut Rng::new(7));
         assert_eq!(a, b, "the seed decides");
         assert!(a.iter().all(|(i, j)| j < i));
-        assert_eq!("random:4".parse::<Topology>(), Ok(Topology::Random { degree: 4 }));
+        assert_eq!(
+            "random:4".parse::<Topology>(),
+            Ok(Topology::Random { degree: 4 })
+        );
         assert!("mesh".parse::<Topology>().is_err());
     }
 }

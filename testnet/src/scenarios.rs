@@ -90,9 +90,11 @@ pub async fn propagation(
                 index: origin,
                 source,
             })?;
-        net.wait_all(Duration::from_secs(30), &format!("card {i} everywhere"), |h| {
-            h.agent(&did).ok().flatten().is_some()
-        })
+        net.wait_all(
+            Duration::from_secs(30),
+            &format!("card {i} everywhere"),
+            |h| h.agent(&did).ok().flatten().is_some(),
+        )
         .await?;
         if i >= warmup {
             samples.push(started.elapsed());
@@ -124,9 +126,11 @@ pub async fn late_join(net: &mut Testnet) -> Result<LateJoin, TestnetError> {
     let started = Instant::now();
     net.connect(joiner, joiner - 1).await?;
     let handle = net.node(joiner).clone();
-    wait_until(Duration::from_secs(120), "the late joiner to converge", async || {
-        handle.capabilities() >= target
-    })
+    wait_until(
+        Duration::from_secs(120),
+        "the late joiner to converge",
+        async || handle.capabilities() >= target,
+    )
     .await?;
     Ok(LateJoin {
         capabilities: target,
@@ -168,9 +172,11 @@ pub async fn intent_rtt(net: &Testnet, n: usize) -> Result<IntentRtt, TestnetErr
         .await
         .map_err(node_err(0))?;
     let first = net.node(0).clone();
-    wait_until(Duration::from_secs(30), "the echo agent's card on node 0", async || {
-        first.agent(&echo).ok().flatten().is_some()
-    })
+    wait_until(
+        Duration::from_secs(30),
+        "the echo agent's card on node 0",
+        async || first.agent(&echo).ok().flatten().is_some(),
+    )
     .await?;
     let capability = crate::catalog::synthetic(1)[0].agent().capabilities[0]
         .name
@@ -243,7 +249,11 @@ pub async fn memory(
     }
     let before = rss_bytes();
     let mut config = NodeConfig::new(dir);
-    config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().map_err(|e| TestnetError::Invalid(format!("{e}")))?];
+    config.listen = vec![
+        "/ip4/127.0.0.1/tcp/0"
+            .parse()
+            .map_err(|e| TestnetError::Invalid(format!("{e}")))?,
+    ];
     let node = Node::builder(config)
         .spawn()
         .await
