@@ -121,7 +121,7 @@ struct ClientArgs {
 
 #[derive(Debug, Subcommand)]
 enum AgentCommand {
-    /// Register an agent described by a TOML card (name, description, [[capabilities]]);
+    /// Register an agent described by a TOML card (`name`, `description`, `[[capabilities]]`);
     /// the node creates and keeps its key. Prints the agent's DID.
     Register {
         /// The card file.
