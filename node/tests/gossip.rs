@@ -246,3 +246,71 @@ async fn an_agents_host_is_found_through_kademlia_before_its_card() {
             .is_empty()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_and_expired_cards_from_a_peer_cost_it_its_score() {
+    let dir_a = tempfile::tempdir().expect("tempdir");
+    let dir_b = tempfile::tempdir().expect("tempdir");
+    let a = Node::builder(NodeConfig::new(dir_a.path()))
+        .spawn()
+        .await
+        .expect("node a");
+    let b = Node::builder(NodeConfig::new(dir_b.path()))
+        .spawn()
+        .await
+        .expect("node b");
+    wait_for("a to listen", async || {
+        !a.listen_addrs().await.expect("addrs").is_empty()
+    })
+    .await;
+    b.dial(a.listen_addrs().await.expect("addrs")[0].clone())
+        .await
+        .expect("dial");
+    wait_for("the registry mesh", async || {
+        a.registry_peers().await.expect("peers") > 0 && b.registry_peers().await.expect("peers") > 0
+    })
+    .await;
+    let peer_a = a.peer_id();
+    let agent = Keypair::generate().expect("key");
+
+    // An expired card, validly signed: refused, and a small penalty.
+    let mut old = card(&agent, &a, 1);
+    old.issued_at = Timestamp::from_millis(1_000);
+    old.expires_at = Timestamp::from_millis(2_000);
+    let expired = SignedEnvelope::seal(&agent, &old).expect("seal").to_bytes();
+    a.publish_unchecked(agentnet_protocol::SyncTable::Registry, expired)
+        .await
+        .expect("gossip");
+    wait_for("b to penalise the expired card", async || {
+        b.peer_penalty(&peer_a) < 0.0
+    })
+    .await;
+    let after_expired = b.peer_penalty(&peer_a);
+    assert_eq!(found(&b, "translate German").await, 0);
+
+    // A forged card: the agent's DID with someone else's signature.
+    let genuine = SignedEnvelope::seal(&agent, &card(&agent, &a, 2))
+        .expect("seal")
+        .to_bytes();
+    let mut forged = genuine.clone();
+    let last = forged.len() - 1;
+    forged[last] ^= 0x55; // one flipped bit pattern in the last byte: the signature fails
+    a.publish_unchecked(agentnet_protocol::SyncTable::Registry, forged)
+        .await
+        .expect("gossip");
+    wait_for("b to penalise the forgery", async || {
+        b.peer_penalty(&peer_a) < after_expired
+    })
+    .await;
+    assert_eq!(found(&b, "translate German").await, 0, "nothing was stored");
+    // gossipsub's own score of a carries the penalty (weight 1).
+    let score = b.gossip_score(peer_a).await.expect("score");
+    assert!(score.is_some_and(|s| s < 0.0), "gossip score {score:?}");
+    // Rubbish on the pause topic: rejected too; and b still works.
+    let _ = a
+        .publish_unchecked(agentnet_protocol::SyncTable::Pauses, vec![1, 2, 3])
+        .await;
+    assert!(b.search(&SearchQuery::new("anything", 5)).is_ok());
+    a.shutdown().await.expect("shutdown");
+    b.shutdown().await.expect("shutdown");
+}
