@@ -345,6 +345,22 @@ async fn authorise(
     request: Request,
     next: Next,
 ) -> Response {
+    if token.is_none() {
+        // Loopback without a token: only programs on this machine may call, so refuse what
+        // a browser page could send (DNS rebinding, cross-site requests).
+        let host_ok = headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .is_none_or(is_loopback_host);
+        if !host_ok || headers.contains_key(header::ORIGIN) {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this API answers local programs only: no `Origin` header, and `Host` must be localhost or a loopback address",
+            )
+            .into_response();
+        }
+    }
     if let Some(token) = token {
         let given = headers
             .get(header::AUTHORIZATION)
@@ -364,6 +380,20 @@ async fn authorise(
         }
     }
     next.run(request).await
+}
+
+/// Whether a `Host` header names this machine: `localhost`, `127.x.x.x` or `[::1]`, with
+/// any port.
+fn is_loopback_host(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 async fn not_found() -> ApiError {

@@ -95,8 +95,14 @@ pub struct IntentsSection {
     pub discovery_per_minute: Option<u32>,
     /// Intents queued per agent inbox.
     pub inbox: Option<usize>,
-    /// Intents in flight per direction.
+    /// Intents in flight per direction (at most 4,096).
     pub in_flight: Option<usize>,
+    /// Senders with a rate-limit bucket at once.
+    pub tracked: Option<usize>,
+    /// Intents remembered against replay at once.
+    pub replay_capacity: Option<usize>,
+    /// Live replay entries one peer may hold.
+    pub replay_per_peer: Option<usize>,
 }
 
 /// `[gateway]`.

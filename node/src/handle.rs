@@ -447,8 +447,11 @@ impl NodeHandle {
                 "no intent {intent_id} is waiting for an answer (unknown, answered or past its deadline)"
             )));
         };
-        tx.send(reply)
-            .map_err(|_| NodeError::Invalid(format!("intent {intent_id} is past its deadline")))
+        tx.send(reply).map_err(|_| {
+            NodeError::UnknownAgent(format!(
+                "no intent {intent_id} is waiting for an answer (past its deadline)"
+            ))
+        })
     }
 
     /// This node's trust in `did` (agent-wide, or for `capability`).
@@ -545,7 +548,7 @@ impl NodeHandle {
         let id = IntentId::random().map_err(|e| NodeError::Invalid(e.to_string()))?;
         let mut nonce = [0u8; 8];
         getrandom::fill(&mut nonce).map_err(|e| NodeError::Invalid(e.to_string()))?;
-        let intent = Intent {
+        let mut intent = Intent {
             id,
             from: request.from.clone(),
             to: request.to.clone(),
@@ -556,8 +559,9 @@ impl NodeHandle {
             deadline: now.saturating_add(request.timeout),
             nonce: u64::from_le_bytes(nonce),
         };
-        let envelope =
-            SignedEnvelope::seal(&key, &intent).map_err(|e| NodeError::Invalid(e.to_string()))?;
+        // Checked now, so an invalid intent never reserves budget; signed again below with
+        // the times it is really sent at.
+        SignedEnvelope::seal(&key, &intent).map_err(|e| NodeError::Invalid(e.to_string()))?;
         let _permit = shared
             .outbound
             .clone()
@@ -578,13 +582,22 @@ impl NodeHandle {
                         capability: request.capability.clone(),
                         amount_micros,
                         currency,
-                        expires_at_ms: intent.deadline.as_millis(),
+                        expires_at_ms: intent
+                            .deadline
+                            .saturating_add(crate::intent::BUDGET_TIMEOUT)
+                            .as_millis(),
                     })
                     .await?,
                 )
             }
             None => None,
         };
+        // The deadline counts from now, after the host lookup and the budget call.
+        let now = Timestamp::now();
+        intent.issued_at = now;
+        intent.deadline = now.saturating_add(request.timeout);
+        let envelope =
+            SignedEnvelope::seal(&key, &intent).map_err(|e| NodeError::Invalid(e.to_string()))?;
         Metrics::bump(&shared.metrics.intents_sent);
         let started = Instant::now();
         type Answer = Result<
@@ -601,7 +614,9 @@ impl NodeHandle {
                     let delivery = tokio::spawn(shared.clone().deliver(admitted));
                     match tokio::time::timeout(request.timeout, delivery).await {
                         Ok(Ok(bytes)) => Ok(Ok(Ok(bytes))),
-                        Ok(Err(_)) => return Err(NodeError::Stopped),
+                        Ok(Err(_)) => Ok(Ok(Err(request_response::OutboundFailure::Io(
+                            std::io::Error::other("the local delivery task failed"),
+                        )))),
                         Err(elapsed) => Err(elapsed),
                     }
                 }
@@ -657,16 +672,26 @@ impl NodeHandle {
             cost: cost.clone(),
             issued_at: Timestamp::now(),
         };
-        outcome.receipt = shared.keep_receipt(&key, &receipt)?;
+        // Settle first: the intent has happened whatever becomes of the receipt. The
+        // amount is what the callee states, but never more than the caller agreed to.
         if let (Some(gate), Some(reservation)) = (&shared.budget, reservation) {
+            let amount_micros = match (&request.max_cost, &cost) {
+                (Some(max), Some(c)) if c.currency == max.currency => {
+                    c.amount_micros.min(max.amount_micros)
+                }
+                (Some(max), Some(_)) => max.amount_micros,
+                (None, Some(c)) => c.amount_micros,
+                (_, None) => 0,
+            };
             let settle = SettleRequest {
                 reservation_id: reservation.reservation_id,
-                amount_micros: cost.map(|c| c.amount_micros).unwrap_or(0),
+                amount_micros,
             };
             if let Err(e) = gate.settle(settle).await {
                 tracing::warn!(error = %e, "cannot settle a budget reservation; the gateway releases it when it expires");
             }
         }
+        outcome.receipt = shared.keep_receipt(&key, &receipt)?;
         Ok(outcome)
     }
 
@@ -689,10 +714,13 @@ impl NodeHandle {
             Ok(IntentResponse::Result(envelope)) => {
                 let result = envelope
                     .open::<IntentResult>(&ValidationContext::now())
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| (agentnet_trust::PeerFault::penalty(&e), e.to_string()))
                     .and_then(|r| {
                         if r.intent_id != intent.id || r.from != intent.to || r.to != intent.from {
-                            Err("the result answers another intent".to_owned())
+                            Err((
+                                agentnet_trust::INVALID_SIGNATURE,
+                                "the result answers another intent".to_owned(),
+                            ))
                         } else {
                             Ok(r)
                         }
@@ -709,10 +737,9 @@ impl NodeHandle {
                         }
                         outcome.result = Some(result);
                     }
-                    Err(reason) => {
-                        tracing::debug!(%host, %reason, "a forged or mismatched intent result");
-                        self.shared
-                            .penalise(&host, agentnet_trust::INVALID_SIGNATURE);
+                    Err((penalty, reason)) => {
+                        tracing::debug!(%host, %reason, "an invalid intent result");
+                        self.shared.penalise(&host, penalty);
                         outcome.error = Some(format!("invalid result: {reason}"));
                     }
                 }

@@ -28,9 +28,12 @@ pub struct IntentLimits {
     pub burst: u32,
     /// Discovery queries per minute per peer. Default 10.
     pub discovery_per_minute: u32,
-    /// Intents remembered against replay at once. Default 100,000; when it is full of live
+    /// Intents remembered against replay at once. Default 262,144; when it is full of live
     /// entries, new intents are refused as unavailable rather than admitted unchecked.
     pub replay_capacity: usize,
+    /// Live replay-cache entries one sending peer may hold. Default 1,024 (at 100 intents a
+    /// minute with 30 s deadlines, a peer holds about 60).
+    pub replay_per_peer: usize,
     /// Intents waiting in one agent's inbox. Default 64.
     pub inbox: usize,
     /// Intents being handled or awaited at once, in each direction. Default 1,024.
@@ -45,12 +48,24 @@ impl Default for IntentLimits {
             per_minute: 100,
             burst: 200,
             discovery_per_minute: 10,
-            replay_capacity: 100_000,
+            replay_capacity: 262_144,
+            replay_per_peer: 1024,
             inbox: 64,
             in_flight: 1024,
             tracked: 10_000,
         }
     }
+}
+
+/// Whether a rate limiter admits a key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Admit {
+    /// A token is there.
+    Yes,
+    /// This key is over its rate.
+    Limited,
+    /// Every tracked key is still limited, so a new key cannot be tracked.
+    TableFull,
 }
 
 /// Token buckets per key: `burst` tokens, refilled at `per_minute`.
@@ -80,7 +95,25 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         (tokens + refill).min(self.burst)
     }
 
-    /// Takes one token for `key`; false if none is left.
+    /// Whether `key` may take a token now, without taking it.
+    pub(crate) fn allows(&self, key: &K, now: Instant) -> Admit {
+        match self.buckets.get(key) {
+            Some((tokens, since)) if self.level(*tokens, *since, now) < 1.0 => Admit::Limited,
+            Some(_) => Admit::Yes,
+            None if self.buckets.len() >= self.capacity
+                && !self
+                    .buckets
+                    .values()
+                    .any(|(t, s)| self.level(*t, *s, now) >= self.burst) =>
+            {
+                Admit::TableFull
+            }
+            None => Admit::Yes,
+        }
+    }
+
+    /// Takes one token for `key`; false if none is left (or the table is full of keys
+    /// still limited).
     pub(crate) fn check(&mut self, key: &K, now: Instant) -> bool {
         if !self.buckets.contains_key(key) && self.buckets.len() >= self.capacity {
             let (per_second, burst) = (self.per_second, self.burst);
@@ -110,67 +143,94 @@ pub(crate) enum ReplayVerdict {
     Fresh,
     /// Seen before.
     Replay,
+    /// This sender already holds its share of the cache.
+    SenderFull,
     /// The cache is full of live entries.
     Full,
 }
 
-/// Intents seen, keyed by (id, nonce), each remembered until its deadline plus the clock
-/// skew, after which its envelope would be refused as expired anyway.
+/// Intents seen, remembered until their deadline plus the clock skew, after which their
+/// envelopes would be refused as expired anyway.
+///
+/// Keyed by id: an id seen under one nonce is refused under any other too, so that one id
+/// is never in flight twice. Each sending peer may hold at most `per_sender` live entries,
+/// so that one peer cannot fill the cache for everyone.
 #[derive(Debug)]
-pub(crate) struct ReplayCache {
+pub(crate) struct ReplayCache<K> {
     capacity: usize,
-    seen: HashMap<(IntentId, u64), Timestamp>,
-    /// Ids seen with any nonce (restored from receipts after a restart, without nonce).
-    ids: HashMap<IntentId, Timestamp>,
+    per_sender: usize,
+    /// id → (forget at, sender).
+    seen: HashMap<IntentId, (Timestamp, Option<K>)>,
+    /// Live entries per sender.
+    shares: HashMap<K, usize>,
 }
 
-impl ReplayCache {
-    pub(crate) fn new(capacity: usize) -> Self {
+impl<K: Hash + Eq + Clone> ReplayCache<K> {
+    pub(crate) fn new(capacity: usize, per_sender: usize) -> Self {
         ReplayCache {
             capacity: capacity.max(1),
+            per_sender: per_sender.max(1),
             seen: HashMap::new(),
-            ids: HashMap::new(),
+            shares: HashMap::new(),
         }
     }
 
     fn prune(&mut self, now: Timestamp) {
-        self.seen.retain(|_, forget_at| *forget_at > now);
-        self.ids.retain(|_, forget_at| *forget_at > now);
+        let shares = &mut self.shares;
+        self.seen.retain(|_, (forget_at, sender)| {
+            let keep = *forget_at > now;
+            if !keep
+                && let Some(sender) = sender
+                && let Some(n) = shares.get_mut(sender)
+            {
+                *n = n.saturating_sub(1);
+            }
+            keep
+        });
+        self.shares.retain(|_, n| *n > 0);
     }
 
-    /// Records an intent seen before a restart, by id alone.
+    /// Records an intent seen before a restart (its nonce is not known).
     pub(crate) fn restore(&mut self, id: IntentId, deadline: Timestamp, now: Timestamp) {
         let forget_at = deadline.saturating_add(MAX_CLOCK_SKEW);
-        if forget_at > now && self.ids.len() < self.capacity {
-            self.ids.insert(id, forget_at);
+        if forget_at > now && self.seen.len() < self.capacity {
+            self.seen.insert(id, (forget_at, None));
         }
     }
 
-    /// Checks and records `(id, nonce)`, due to be forgotten after `deadline`.
+    /// Checks and records intent `id` from `sender`, due to be forgotten after `deadline`.
     pub(crate) fn check(
         &mut self,
         id: IntentId,
-        nonce: u64,
         deadline: Timestamp,
+        sender: Option<&K>,
         now: Timestamp,
     ) -> ReplayVerdict {
-        let live = |t: Option<&Timestamp>| t.is_some_and(|t| *t > now);
-        if live(self.seen.get(&(id, nonce))) || live(self.ids.get(&id)) {
+        if self.seen.get(&id).is_some_and(|(t, _)| *t > now) {
             return ReplayVerdict::Replay;
         }
-        if self.seen.len() + self.ids.len() >= self.capacity {
+        let share = |c: &Self| sender.and_then(|s| c.shares.get(s)).copied().unwrap_or(0);
+        if self.seen.len() >= self.capacity || share(self) >= self.per_sender {
             self.prune(now);
-            if self.seen.len() + self.ids.len() >= self.capacity {
-                return ReplayVerdict::Full;
-            }
         }
-        self.seen
-            .insert((id, nonce), deadline.saturating_add(MAX_CLOCK_SKEW));
+        if share(self) >= self.per_sender {
+            return ReplayVerdict::SenderFull;
+        }
+        if self.seen.len() >= self.capacity {
+            return ReplayVerdict::Full;
+        }
+        if let Some(sender) = sender {
+            *self.shares.entry(sender.clone()).or_default() += 1;
+        }
+        self.seen.insert(
+            id,
+            (deadline.saturating_add(MAX_CLOCK_SKEW), sender.cloned()),
+        );
         ReplayVerdict::Fresh
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.seen.len() + self.ids.len()
+        self.seen.len()
     }
 }
 
@@ -492,46 +552,68 @@ mod tests {
         // Both keys are limited: a third is refused rather than tracked.
         assert!(!limiter.check(&3, t0));
         // Once key 1 has refilled it is forgotten, making room.
+        assert_eq!(limiter.allows(&3, t0), Admit::TableFull);
+        assert_eq!(limiter.allows(&1, t0), Admit::Limited);
         assert!(limiter.check(&3, t0 + Duration::from_secs(2)));
         assert!(limiter.buckets.len() <= 2);
     }
 
     #[test]
     fn replays_are_caught_until_the_deadline_passes() {
-        let mut cache = ReplayCache::new(2);
+        let mut cache: ReplayCache<u8> = ReplayCache::new(3, 2);
         let now = Timestamp::from_millis(1_000_000);
         let deadline = now.saturating_add(Duration::from_secs(60));
-        let id = IntentId([1; 16]);
-        assert_eq!(cache.check(id, 7, deadline, now), ReplayVerdict::Fresh);
-        assert_eq!(cache.check(id, 7, deadline, now), ReplayVerdict::Replay);
+        let id = |n| IntentId([n; 16]);
         assert_eq!(
-            cache.check(id, 8, deadline, now),
-            ReplayVerdict::Fresh,
-            "keyed by id and nonce"
+            cache.check(id(1), deadline, Some(&1), now),
+            ReplayVerdict::Fresh
         );
         assert_eq!(
-            cache.check(IntentId([2; 16]), 1, deadline, now),
+            cache.check(id(1), deadline, Some(&1), now),
+            ReplayVerdict::Replay
+        );
+        assert_eq!(
+            cache.check(id(1), deadline, Some(&2), now),
+            ReplayVerdict::Replay,
+            "whoever sends it again"
+        );
+        assert_eq!(
+            cache.check(id(2), deadline, Some(&1), now),
+            ReplayVerdict::Fresh
+        );
+        assert_eq!(
+            cache.check(id(3), deadline, Some(&1), now),
+            ReplayVerdict::SenderFull,
+            "one sender holds at most its share"
+        );
+        assert_eq!(
+            cache.check(id(3), deadline, Some(&2), now),
+            ReplayVerdict::Fresh
+        );
+        assert_eq!(
+            cache.check(id(4), deadline, Some(&3), now),
             ReplayVerdict::Full,
             "full of live entries: refused, not admitted unchecked"
         );
         let later = deadline.saturating_add(MAX_CLOCK_SKEW + Duration::from_secs(1));
         assert_eq!(
-            cache.check(IntentId([2; 16]), 1, later, later),
+            cache.check(id(4), later, Some(&1), later),
             ReplayVerdict::Fresh
         );
         assert_eq!(cache.len(), 1, "expired entries were pruned");
-        cache.restore(IntentId([3; 16]), now, later);
+        assert_eq!(cache.shares.get(&1), Some(&1), "and their shares returned");
+        cache.restore(id(5), now, later);
         assert_eq!(
-            cache.check(IntentId([3; 16]), 99, later, later),
+            cache.check(id(5), later, None, later),
             ReplayVerdict::Fresh,
             "a restored entry already past its deadline is not kept"
         );
-        let mut cache = ReplayCache::new(8);
-        cache.restore(IntentId([4; 16]), deadline, now);
+        let mut cache: ReplayCache<u8> = ReplayCache::new(8, 8);
+        cache.restore(id(6), deadline, now);
         assert_eq!(
-            cache.check(IntentId([4; 16]), 5, deadline, now),
+            cache.check(id(6), deadline, Some(&1), now),
             ReplayVerdict::Replay,
-            "a restored id is caught whatever the nonce"
+            "a restored id is caught"
         );
     }
 

@@ -305,7 +305,10 @@ impl NodeBuilder {
             agents: RwLock::new(HashMap::new()),
             trust: Mutex::new(TrustEngine::new(TrustConfig::default(), &[])),
             pauses: Mutex::new(PauseState::default()),
-            replay: Mutex::new(ReplayCache::new(limits.replay_capacity)),
+            replay: Mutex::new(ReplayCache::new(
+                limits.replay_capacity,
+                limits.replay_per_peer,
+            )),
             peer_limits: Mutex::new(RateLimiter::new(
                 limits.per_minute,
                 limits.burst,
@@ -320,14 +323,23 @@ impl NodeBuilder {
             inboxes: Mutex::new(HashMap::new()),
             awaiting: Mutex::new(HashMap::new()),
             penalties: Mutex::new(PeerScores::new(PENALTY_HALF_LIFE, MAX_SCORED_PEERS)),
-            inbound: Arc::new(Semaphore::new(limits.in_flight.max(1))),
-            outbound: Arc::new(Semaphore::new(limits.in_flight.max(1))),
+            inbound: Arc::new(Semaphore::new(
+                limits.in_flight.clamp(1, MAX_PENDING_INTENTS),
+            )),
+            outbound: Arc::new(Semaphore::new(
+                limits.in_flight.clamp(1, MAX_PENDING_INTENTS),
+            )),
             limits,
             pause_issuers: config.pause_issuers.clone(),
             budget,
             metrics: Metrics::default(),
         });
         shared.restore(Timestamp::now())?;
+        let pruned = shared.prune_expired(Timestamp::now())?;
+        if pruned > 0 {
+            tracing::info!(pruned, "removed expired records");
+        }
+        hosted.retain(|did| crate::shared::read(&shared.agents).contains_key(did));
 
         let mut swarm = build_swarm(&keypair, &config)?;
         for addr in &config.listen {
@@ -572,6 +584,26 @@ fn penalise(swarm: &mut Swarm<Behaviour>, shared: &Shared, peer: PeerId, penalty
     }
 }
 
+/// Pushes every connected peer's decayed penalty score into gossipsub, and disconnects
+/// peers that are banned (including penalties given outside the swarm task).
+fn refresh_scores(swarm: &mut Swarm<Behaviour>, shared: &Shared) {
+    let now = Timestamp::now();
+    let peers: Vec<PeerId> = swarm.connected_peers().copied().collect();
+    for peer in peers {
+        let (score, banned) = {
+            let scores = lock(&shared.penalties);
+            (scores.score(&peer, now), scores.is_banned(&peer, now))
+        };
+        swarm
+            .behaviour_mut()
+            .gossipsub
+            .set_application_score(&peer, score);
+        if banned {
+            let _ = swarm.disconnect_peer_id(peer);
+        }
+    }
+}
+
 /// Pending reconcile ranges per (peer, table).
 type Pending = HashMap<(PeerId, SyncTable), VecDeque<SyncRange>>;
 
@@ -679,7 +711,11 @@ fn on_sync(
                             Ok(Ingested::Stale) => {}
                             Err(Refusal::Fault(penalty, reason)) => {
                                 tracing::debug!(%peer, %reason, "refused a synced record");
-                                penalise(swarm, shared, peer, penalty);
+                                // A record can expire in the peer's store before it prunes
+                                // it: that is no fault.
+                                if penalty.name != agentnet_trust::EXPIRED.name {
+                                    penalise(swarm, shared, peer, penalty);
+                                }
                             }
                             Err(Refusal::Node(e)) => {
                                 tracing::warn!(error = %e, "cannot apply a synced record");
@@ -851,6 +887,7 @@ async fn run(
     loop {
         tokio::select! {
             _ = ticker.tick() => {
+                refresh_scores(&mut swarm, &shared);
                 let peers: Vec<PeerId> = swarm.connected_peers().copied().collect();
                 if !peers.is_empty() {
                     round_robin = round_robin.wrapping_add(1);
@@ -859,6 +896,9 @@ async fn run(
                 }
             }
             _ = renewals.tick() => {
+                if let Err(e) = shared.prune_expired(Timestamp::now()) {
+                    tracing::warn!(error = %e, "cannot prune expired records");
+                }
                 for bytes in shared.renewed_cards(Timestamp::now()) {
                     if let Err(e) = publish(&mut swarm, &shared, gossip, bytes) {
                         tracing::warn!(error = %e, "cannot publish a renewed card");

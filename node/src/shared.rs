@@ -18,8 +18,8 @@ use libp2p::PeerId;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use crate::intent::{
-    AgentReply, BudgetGate, IntentHandler, IntentLimits, PauseState, RateLimiter, ReplayCache,
-    ReplayVerdict, credential_issuer_is,
+    Admit, AgentReply, BudgetGate, IntentHandler, IntentLimits, PauseState, RateLimiter,
+    ReplayCache, ReplayVerdict, credential_issuer_is,
 };
 use crate::node::NodeError;
 use crate::store::{PutOutcome, Store, StoredRecord};
@@ -149,7 +149,7 @@ pub(crate) struct Shared {
     pub(crate) agents: RwLock<HashMap<Did, Arc<Keypair>>>,
     pub(crate) trust: Mutex<TrustEngine>,
     pub(crate) pauses: Mutex<PauseState>,
-    pub(crate) replay: Mutex<ReplayCache>,
+    pub(crate) replay: Mutex<ReplayCache<PeerId>>,
     pub(crate) peer_limits: Mutex<RateLimiter<PeerId>>,
     pub(crate) agent_limits: Mutex<RateLimiter<Did>>,
     pub(crate) handlers: RwLock<HashMap<Did, Arc<dyn IntentHandler>>>,
@@ -268,8 +268,11 @@ impl Shared {
                 match self.store.put_record(SyncTable::Registry, &record)? {
                     PutOutcome::Stale => Ok(Ingested::Stale),
                     PutOutcome::Inserted | PutOutcome::Replaced => {
+                        // Announced in the DHT only if this node holds the agent's key: a
+                        // card naming this node as host proves nothing by itself.
                         Ok(Ingested::Applied(Change::Card {
-                            hosted_here: card.host == self.peer_id,
+                            hosted_here: card.host == self.peer_id
+                                && read(&self.agents).contains_key(&card.did),
                             did: card.did,
                         }))
                     }
@@ -408,33 +411,38 @@ impl Shared {
             }
         }
         let started = Instant::now();
-        if let Some(peer) = peer
-            && !lock(&self.peer_limits).check(&peer, started)
-        {
-            return Err((
+        let limited = |admit: Admit, who: String| match admit {
+            Admit::Yes => Ok(()),
+            Admit::Limited => Err((
                 reject(
                     RejectionCode::RateLimited,
-                    "too many intents from this peer",
+                    format!("too many intents from {who}"),
                 ),
                 Some(agentnet_trust::SPAM),
-            ));
+            )),
+            // Not this sender's fault: the node tracks too many senders at once.
+            Admit::TableFull => Err((
+                reject(RejectionCode::RateLimited, "too many senders at once"),
+                None,
+            )),
+        };
+        if let Some(peer) = &peer {
+            limited(
+                lock(&self.peer_limits).allows(peer, started),
+                "this peer".into(),
+            )?;
         }
-        if !lock(&self.agent_limits).check(&intent.from, started) {
-            return Err((
-                reject(
-                    RejectionCode::RateLimited,
-                    format!("too many intents from {}", intent.from),
-                ),
-                Some(agentnet_trust::SPAM),
-            ));
-        }
+        limited(
+            lock(&self.agent_limits).allows(&intent.from, started),
+            intent.from.to_string(),
+        )?;
         let Ok(permit) = self.inbound.clone().try_acquire_owned() else {
             return Err((
                 reject(RejectionCode::Unavailable, "too many intents in flight"),
                 None,
             ));
         };
-        match lock(&self.replay).check(intent.id, intent.nonce, intent.deadline, now) {
+        match lock(&self.replay).check(intent.id, intent.deadline, peer.as_ref(), now) {
             ReplayVerdict::Fresh => {}
             ReplayVerdict::Replay => {
                 return Err((
@@ -445,6 +453,15 @@ impl Shared {
                     Some(agentnet_trust::REPLAY),
                 ));
             }
+            ReplayVerdict::SenderFull => {
+                return Err((
+                    reject(
+                        RejectionCode::RateLimited,
+                        "this peer has too many intents awaiting their deadlines",
+                    ),
+                    Some(agentnet_trust::SPAM),
+                ));
+            }
             ReplayVerdict::Full => {
                 return Err((
                     reject(RejectionCode::Unavailable, "the replay cache is full"),
@@ -452,6 +469,11 @@ impl Shared {
                 ));
             }
         }
+        // Admitted: only now does the intent take its tokens.
+        if let Some(peer) = &peer {
+            lock(&self.peer_limits).check(peer, started);
+        }
+        lock(&self.agent_limits).check(&intent.from, started);
         Ok(Admitted {
             intent,
             key,
@@ -471,9 +493,16 @@ impl Shared {
             .min(agentnet_protocol::limits::MAX_INTENT_TTL);
         let handler = read(&self.handlers).get(&intent.to).cloned();
         let reply = match handler {
-            Some(handler) => tokio::time::timeout(left, handler.handle(intent.clone()))
-                .await
-                .ok(),
+            Some(handler) => {
+                use futures::FutureExt;
+                let run =
+                    std::panic::AssertUnwindSafe(handler.handle(intent.clone())).catch_unwind();
+                match tokio::time::timeout(left, run).await {
+                    Ok(Ok(reply)) => Some(reply),
+                    Ok(Err(_)) => Some(AgentReply::failed("the agent's handler panicked")),
+                    Err(_) => None,
+                }
+            }
             None => match self.to_inbox(intent) {
                 Ok(rx) => {
                     let reply = tokio::time::timeout(left, rx)
@@ -704,6 +733,47 @@ impl Shared {
         Ok(())
     }
 
+    /// Removes expired records from the store (and expired cards from the index), so that
+    /// sync stops offering them. Revocations are kept: they are final.
+    pub(crate) fn prune_expired(&self, now: Timestamp) -> Result<usize, NodeError> {
+        let ctx = ValidationContext::at(now);
+        let mut removed = 0;
+        for table in [
+            SyncTable::Registry,
+            SyncTable::Pauses,
+            SyncTable::Attestations,
+        ] {
+            let mut lower = Vec::new();
+            loop {
+                let batch = self.store.records(table, &lower, &[], 1024)?;
+                let Some(last) = batch.last() else { break };
+                lower = last.key.clone();
+                lower.push(0);
+                for record in batch {
+                    if !is_expired(&record.envelope, &ctx) {
+                        continue;
+                    }
+                    // Under the index lock, so a newer record that arrived meanwhile is
+                    // never removed in its place.
+                    let mut index = write(&self.index);
+                    let current = self.store.get_record(table, &record.key)?;
+                    if current.is_some_and(|c| c.hash == record.hash) {
+                        self.store.remove_record(table, &record.key)?;
+                        if table == SyncTable::Registry
+                            && let Ok(did) = std::str::from_utf8(&record.key)
+                                .unwrap_or("")
+                                .parse::<Did>()
+                        {
+                            index.remove(&did);
+                        }
+                        removed += 1;
+                    }
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     /// Re-signed cards of hosted agents whose cards pass half their lifetime: a card lives
     /// at most `MAX_CARD_LIFETIME`, so the host renews it (with `seq` + 1) well before then.
     pub(crate) fn renewed_cards(&self, now: Timestamp) -> Vec<Vec<u8>> {
@@ -742,6 +812,27 @@ impl Shared {
         let score = scores.penalise(peer, penalty, now);
         (score, scores.is_banned(peer, now))
     }
+}
+
+/// Whether a stored record has expired (a revocation never does: it is final).
+fn is_expired(bytes: &[u8], ctx: &ValidationContext) -> bool {
+    let Ok(env) = SignedEnvelope::from_bytes(bytes) else {
+        return false;
+    };
+    let error = match env.kind() {
+        Kind::AgentCard => env.open::<AgentCard>(ctx).err(),
+        Kind::Tombstone => env.open::<Tombstone>(ctx).err(),
+        Kind::TrustAttestation => env.open::<TrustAttestation>(ctx).err(),
+        Kind::PauseNotice => match env.open_untimed::<PauseNotice>() {
+            Ok(n) if n.action == agentnet_protocol::PauseAction::Revoke => None,
+            _ => env.open::<PauseNotice>(ctx).err(),
+        },
+        _ => None,
+    };
+    matches!(
+        error,
+        Some(OpenError::Invalid(ValidationError::Expired { .. }))
+    )
 }
 
 /// The intent's deadline minus its issue time, as a receipt records it.

@@ -433,6 +433,25 @@ async fn bad_requests_get_clear_json_errors() {
     assert_error(s, &b, 404, "not hosted");
     let (s, b) = api.get("/v2/whatever").await;
     assert_error(s, &b, 404, "no such endpoint");
+    // What a browser page could send is refused on a token-less loopback API.
+    let from_page = api
+        .http
+        .get(format!("{}/v1/status", api.base))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(from_page.status().as_u16(), 403);
+    let rebound = api
+        .http
+        .get(format!("{}/v1/status", api.base))
+        .header("host", "evil.example:7340")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(rebound.status().as_u16(), 403);
+    let body: Value = rebound.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "forbidden");
     // Nothing above changed the node.
     assert_eq!(api.node.agents().len(), 1);
 }

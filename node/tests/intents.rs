@@ -608,3 +608,38 @@ async fn a_hosted_agents_card_is_renewed_before_it_expires() {
     assert!(left > Duration::from_secs(29 * 24 * 3600), "{left:?}");
     assert_eq!(card.name, "short-lived");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_records_are_pruned_so_sync_stops_offering_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agent = Keypair::generate().expect("key");
+    let host = Keypair::generate().expect("key").peer_id();
+    {
+        let n = node(&dir, |_| {}).await;
+        let now = Timestamp::now();
+        let card = agentnet_protocol::AgentCard {
+            did: agent.did(),
+            name: "ephemeral".into(),
+            description: String::new(),
+            capabilities: vec![capability("blink", "Blink once")],
+            endpoints: vec![],
+            host,
+            seq: 1,
+            issued_at: now,
+            expires_at: now.saturating_add(Duration::from_millis(1500)),
+            credentials: vec![],
+        };
+        n.publish(&SignedEnvelope::seal(&agent, &card).expect("seal"))
+            .await
+            .expect("publish");
+        assert_eq!(n.capabilities(), 1);
+        n.shutdown().await.expect("shutdown");
+    }
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let n = node(&dir, |_| {}).await;
+    assert_eq!(n.capabilities(), 0, "the expired card is not indexed");
+    assert!(
+        n.agent(&agent.did()).expect("store").is_none(),
+        "nor stored"
+    );
+}

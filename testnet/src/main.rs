@@ -132,10 +132,20 @@ async fn main() -> Result<()> {
             report["memory"] = serde_json::to_value(m)?;
         }
         _ => {
+            // Round trips are timed one after another, faster than the default rate limit
+            // (100 a minute, bursts of 200) admits: raise it for this run, and say so.
+            let limit = u32::try_from(intents.saturating_mul(2))
+                .unwrap_or(u32::MAX)
+                .max(200);
+            report["intent_limits_per_minute_and_burst"] = json!(limit);
             let mut net = Testnet::builder()
                 .nodes(nodes)
                 .topology(topology)
                 .seed(seed)
+                .configure(move |_, c| {
+                    c.intents.per_minute = limit;
+                    c.intents.burst = limit;
+                })
                 .spawn()
                 .await?;
             if matches!(scenario, Scenario::NodeFigures | Scenario::Propagation) {
