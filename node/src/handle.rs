@@ -312,6 +312,29 @@ impl NodeHandle {
         agents
     }
 
+    /// Cards in the registry, by DID, after `after` (empty for the first): at most `limit`.
+    /// Tombstones and expired cards are left out, so a page may hold fewer than `limit`.
+    pub fn cards(&self, after: &str, limit: usize) -> Result<Vec<AgentCard>, NodeError> {
+        let mut lower = after.as_bytes().to_vec();
+        if !lower.is_empty() {
+            lower.push(0);
+        }
+        let ctx = ValidationContext::at(Timestamp::now());
+        let records =
+            self.shared
+                .store
+                .records(SyncTable::Registry, &lower, &[], limit.min(10_000))?;
+        Ok(records
+            .iter()
+            .filter_map(|r| {
+                SignedEnvelope::from_bytes_of_kind(&r.envelope, Kind::AgentCard)
+                    .ok()?
+                    .open::<AgentCard>(&ctx)
+                    .ok()
+            })
+            .collect())
+    }
+
     /// The card held for `did`, if any and not withdrawn.
     pub fn agent(&self, did: &Did) -> Result<Option<AgentCard>, NodeError> {
         self.shared.card(did)
