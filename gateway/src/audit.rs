@@ -237,6 +237,8 @@ pub struct Verification {
 }
 
 type Row = (i64, i64, String, String, String, String, Vec<u8>, Vec<u8>);
+/// A checkpoint: seq, hash, at, signer, signature.
+type CheckpointRow = (i64, Vec<u8>, i64, String, Vec<u8>);
 
 /// Walks `org`'s chain in order, in pages, recomputing every hash, and checks every
 /// checkpoint's signature (by `gateway`, the gateway's public key) and that the row it pins
@@ -246,7 +248,7 @@ pub async fn verify(
     org: Uuid,
     gateway: &PublicKey,
 ) -> Result<Verification, sqlx::Error> {
-    let checkpoints: Vec<(i64, Vec<u8>, i64, String, Vec<u8>)> = sqlx::query_as(
+    let checkpoints: Vec<CheckpointRow> = sqlx::query_as(
         "SELECT seq, hash, at_ms, signer, signature FROM audit_checkpoints
           WHERE org_id = $1 ORDER BY seq",
     )

@@ -287,13 +287,12 @@ pub async fn create(
     let id = Uuid::new_v4();
     let mut tx = gw.db().pool().begin().await?;
     scope_ok(&mut tx, actor, new.scope.as_str(), &new.scope_id).await?;
-    let sql = format!(
+    let created: Option<(Uuid,)> = sqlx::query_as(
         "INSERT INTO budgets (id, org_id, scope, scope_id, period, currency, limit_micros, auto_pause, period_start)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now())
          ON CONFLICT (org_id, scope, scope_id, currency) DO NOTHING
-         RETURNING id"
-    );
-    let created: Option<(Uuid,)> = sqlx::query_as(AssertSqlSafe(sql))
+         RETURNING id",
+    )
         .bind(id)
         .bind(actor.org_id)
         .bind(new.scope.as_str())

@@ -334,7 +334,8 @@ async fn record(
 
 /// The organisation's pauses and resumes, newest first.
 pub async fn list(gw: &Gateway, actor: &Principal) -> Result<Vec<PauseRecord>, PauseError> {
-    let rows: Vec<(Uuid, String, Vec<String>, i64, Vec<Vec<u8>>)> = sqlx::query_as(
+    type Row = (Uuid, String, Vec<String>, i64, Vec<Vec<u8>>);
+    let rows: Vec<Row> = sqlx::query_as(
         "SELECT id, action, subjects, seq, notices FROM pauses WHERE org_id = $1
           ORDER BY created_at DESC LIMIT 1000",
     )
