@@ -61,6 +61,9 @@ CREATE TABLE agents (
     credential  jsonb NOT NULL,
     created_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (org_id, did),
+    -- One organisation per agent: the gateway's pause notices name the agent, so two
+    -- organisations sharing it could pause each other's agents.
+    UNIQUE (did),
     FOREIGN KEY (org_id, team_id) REFERENCES teams (org_id, id)
 );
 CREATE INDEX agents_team ON agents (org_id, team_id);

@@ -558,7 +558,10 @@ pub async fn create_agent(
     .await
     .map_err(|e| {
         if unique_violation(&e) {
-            OrgError::Exists(format!("agent {} is in this organisation already", a.did))
+            OrgError::Exists(format!(
+                "agent {} belongs to an organisation of this gateway already",
+                a.did
+            ))
         } else {
             e.into()
         }

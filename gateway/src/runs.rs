@@ -30,6 +30,7 @@ pub enum RunsError {
 
 /// Filters of a run listing.
 #[derive(Clone, Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RunQuery {
     /// Only this agent's runs.
@@ -113,6 +114,7 @@ pub struct Event {
 
 /// Filters of an event listing.
 #[derive(Clone, Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EventQuery {
     /// Only this run's events.
@@ -348,6 +350,7 @@ pub enum GroupBy {
 
 /// Parameters of a cost summary.
 #[derive(Clone, Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct CostQuery {
     /// `agent`, `team` or `org`.

@@ -295,6 +295,7 @@ pub(crate) async fn revoke_key(
 
 /// A page of agents.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AgentQuery {
     /// DIDs after this one.
@@ -692,6 +693,7 @@ pub(crate) async fn delete_policy(
 
 /// Which approvals.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ApprovalQuery {
     /// `pending`, `approved` or `denied`.
@@ -798,6 +800,7 @@ pub(crate) async fn list_paused(
 
 /// A page of the audit log.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AuditQuery {
     /// Rows after this `seq` (default 0).
