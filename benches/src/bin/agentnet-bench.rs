@@ -137,6 +137,36 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The gateway: ingestion throughput with durable commits, and reservation latency on
+    /// one hot budget, over HTTP on the machine's Postgres, each against a bare-SQL baseline
+    /// in the same run.
+    GatewayIngest {
+        /// Postgres; the run uses a fresh schema and drops it after.
+        #[arg(
+            long,
+            env = "DATABASE_URL",
+            default_value = "postgres://postgres@127.0.0.1:5432/test"
+        )]
+        database_url: String,
+        /// Events to ingest.
+        #[arg(long, default_value_t = 400_000)]
+        events: usize,
+        /// Runs per request.
+        #[arg(long, default_value_t = 50)]
+        runs_per_request: usize,
+        /// Events per run.
+        #[arg(long, default_value_t = 20)]
+        events_per_run: usize,
+        /// Concurrent ingesting clients.
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// Reservations per client at 64 clients (four times as many at one client).
+        #[arg(long, default_value_t = 200)]
+        reservations: usize,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -257,6 +287,31 @@ fn run(cli: Cli) -> Result<()> {
             json,
         } => {
             let report = trust::aggregate(agents, attestations, updates, seed);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{report:#?}");
+            }
+        }
+        Command::GatewayIngest {
+            database_url,
+            events,
+            runs_per_request,
+            events_per_run,
+            clients,
+            reservations,
+            json,
+        } => {
+            let settings = agentnet_benches::gateway::Settings {
+                database_url,
+                events,
+                runs_per_request,
+                events_per_run,
+                clients,
+                reservations,
+            };
+            let runtime = tokio::runtime::Runtime::new()?;
+            let report = runtime.block_on(agentnet_benches::gateway::run(&settings))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
