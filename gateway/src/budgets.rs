@@ -20,6 +20,7 @@ use uuid::Uuid;
 use crate::audit::Entry;
 use crate::db::Db;
 use crate::keys::Principal;
+use crate::reserver::Outcome;
 use crate::{Gateway, pauses, policies};
 
 /// What a budget covers.
@@ -186,8 +187,8 @@ const COLUMNS: &str = "id, scope, scope_id, period, currency, limit_micros, spen
 
 // Dynamic SQL below is only ever assembled from these constants; every value is bound.
 
-/// The start of the current period, as SQL.
-const PERIOD_START: &str = "CASE period WHEN 'daily' THEN date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' \
+/// The start of the current period, as SQL over a budget's `period` and `period_start`.
+pub(crate) const PERIOD_START: &str = "CASE period WHEN 'daily' THEN date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' \
      WHEN 'weekly' THEN date_trunc('week', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' \
      WHEN 'monthly' THEN date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' \
      ELSE period_start END";
@@ -588,7 +589,8 @@ async fn roll_periods(conn: &mut sqlx::PgConnection, org: Uuid) -> Result<(), sq
 
 /// Reserves `amount` against every budget that applies to the request (the org's, the
 /// agent's team's, the agent's and the calling key's, in its currency), all or none, after
-/// the pause list and the policies.
+/// the pause list and the policies. The hold itself is decided by the batcher
+/// ([`crate::reserver`]) under the budgets' row locks.
 pub async fn reserve(
     gw: &Gateway,
     caller: &Principal,
@@ -619,132 +621,56 @@ pub async fn reserve(
     if !request.currency.is_empty() {
         currency_ok(&request.currency)?;
     }
-    let db = gw.db();
-    let mut tx = db.pool().begin().await?;
-    roll_periods(&mut tx, caller.org_id).await?;
-    // The agent's team, whether it is paused, and the policies that apply, in one query.
+    let pool = gw.db().pool();
+    // The agent's team and whether it is paused, in one query.
     let (team, paused): (Option<Uuid>, bool) = sqlx::query_as(
         "SELECT (SELECT team_id FROM agents WHERE org_id = $1 AND did = $2),
                 EXISTS (SELECT 1 FROM paused_agents WHERE org_id = $1 AND did = $2)",
     )
     .bind(caller.org_id)
     .bind(&request.agent)
-    .fetch_one(&mut *tx)
+    .fetch_one(pool)
     .await?;
     if paused {
         return Err(BudgetError::Paused(request.agent.clone()));
     }
-    if let Err(refusal) = policies::admit(&mut tx, caller, team, request).await {
-        tx.rollback().await?;
-        return Err(match refusal {
-            policies::PolicyRefusal::NeedsApproval { policy, .. } => {
-                let approval = policies::open_intent_approval(gw, caller, policy, request).await?;
-                policies::PolicyRefusal::NeedsApproval { policy, approval }.into()
-            }
-            other => other.into(),
-        });
-    }
-    let applicable: Vec<(Uuid,)> = sqlx::query_as(
-        "SELECT id FROM budgets
-          WHERE org_id = $1 AND currency = $2
-            AND ((scope = 'org' AND scope_id = $1::text)
-              OR (scope = 'agent' AND scope_id = $3)
-              OR (scope = 'team' AND scope_id = $5::text)
-              OR (scope = 'key' AND scope_id = $4))
-          ORDER BY id",
-    )
-    .bind(caller.org_id)
-    .bind(&request.currency)
-    .bind(&request.agent)
-    .bind(&caller.key_id)
-    .bind(team)
-    .fetch_all(&mut *tx)
-    .await?;
-    let amount = request.amount_micros;
-    let mut held = Vec::with_capacity(applicable.len());
-    let mut alerts = Vec::new();
-    // In id order, so two reservations never wait on each other's locks in a cycle.
-    for (budget,) in applicable {
-        let admitted: Option<(i64, i64, i64)> = sqlx::query_as(
-            "UPDATE budgets SET reserved_micros = reserved_micros + $2
-              WHERE id = $1
-                AND spent_micros + reserved_micros + $2 <= limit_micros + limit_micros / 5
-                AND (spent_micros + reserved_micros + $2 <= limit_micros OR reauthorised)
-              RETURNING spent_micros, reserved_micros, limit_micros",
+    let consume = policies::evaluate(pool, caller, team, request).await?;
+    let outcome = gw
+        .reserver()
+        .hold(
+            caller.org_id,
+            &caller.key_id,
+            team,
+            request.clone(),
+            consume,
         )
-        .bind(budget)
-        .bind(amount)
-        .fetch_optional(&mut *tx)
         .await?;
-        match admitted {
-            Some((spent, reserved, limit)) => {
-                if (spent + reserved) * 5 >= limit * 4 && alert(&mut tx, budget, 80).await? {
-                    alerts.push(Alert {
-                        budget,
-                        threshold: 80,
-                    });
-                }
-                held.push(budget);
-            }
-            None => {
-                // Refused: nothing of this reservation stays, but the ladder records why.
-                tx.rollback().await?;
-                return Err(refuse(gw, caller, request, budget).await?);
-            }
+    match outcome {
+        Outcome::Held(reservation) => Ok(reservation),
+        Outcome::Refused { budget, hard } => Err(refuse(gw, caller, request, budget, hard).await?),
+        Outcome::NeedsApproval { policy } => {
+            let approval = policies::open_intent_approval(gw, caller, policy, request).await?;
+            Err(policies::PolicyRefusal::NeedsApproval { policy, approval }.into())
         }
     }
-    let id = Uuid::new_v4();
-    // Held until the intent's deadline, and never longer than MAX_HOLD_MS from now.
-    let now_ms = crate::audit::now_ms();
-    let expires_ms = request
-        .expires_at_ms
-        .clamp(0, now_ms.saturating_add(MAX_HOLD_MS));
-    sqlx::query(
-        "WITH r AS (
-             INSERT INTO budget_reservations (id, org_id, key_id, intent_id, agent, capability, currency,
-                                              amount_micros, status, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'held', to_timestamp($9::float8 / 1000)))
-         INSERT INTO budget_holds (reservation_id, budget_id, amount_micros)
-         SELECT $1, b, $8 FROM UNNEST($10::uuid[]) AS b",
-    )
-    .bind(id)
-    .bind(caller.org_id)
-    .bind(&caller.key_id)
-    .bind(&request.intent_id)
-    .bind(&request.agent)
-    .bind(&request.capability)
-    .bind(&request.currency)
-    .bind(amount)
-    .bind(expires_ms as f64)
-    .bind(&held)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(Reservation {
-        reservation_id: id,
-        budgets: held,
-        alerts,
-    })
 }
 
-/// Works out why `budget` refused a reservation, records the ladder's alert, and pauses the
-/// agent at the hard stop if the budget says so.
+/// Records the ladder's alert for a refused reservation, opens re-authorisation at 100%,
+/// and pauses the agent at the hard stop if the budget says so.
 async fn refuse(
     gw: &Gateway,
     caller: &Principal,
     request: &ReserveRequest,
     budget: Uuid,
+    hard: bool,
 ) -> Result<BudgetError, BudgetError> {
-    let db = gw.db();
-    let mut conn = db.pool().acquire().await?;
-    let (spent, reserved, limit, auto_pause): (i64, i64, i64, bool) = sqlx::query_as(
-        "SELECT spent_micros, reserved_micros, limit_micros, auto_pause FROM budgets WHERE id = $1",
-    )
-    .bind(budget)
-    .fetch_one(&mut *conn)
-    .await?;
-    if spent + reserved + request.amount_micros > limit + limit / 5 {
+    let mut conn = gw.db().pool().acquire().await?;
+    if hard {
         let fired = alert(&mut conn, budget, 120).await?;
+        let (auto_pause,): (bool,) = sqlx::query_as("SELECT auto_pause FROM budgets WHERE id = $1")
+            .bind(budget)
+            .fetch_one(&mut *conn)
+            .await?;
         drop(conn);
         if fired && auto_pause {
             auto_pause_agent(gw, caller.org_id, &request.agent, budget).await;
@@ -818,6 +744,15 @@ pub async fn settle(
             None => Err(BudgetError::NotFound("reservation")),
         };
     };
+    // Budget rows are locked in id order, as the reservation batcher locks them, so the two
+    // never wait on each other in a cycle.
+    sqlx::query(
+        "SELECT b.id FROM budgets b JOIN budget_holds h ON h.budget_id = b.id
+          WHERE h.reservation_id = $1 ORDER BY b.id FOR UPDATE OF b",
+    )
+    .bind(reservation)
+    .execute(&mut *tx)
+    .await?;
     sqlx::query(
         "UPDATE budgets b
             SET reserved_micros = b.reserved_micros - h.amount_micros,
@@ -852,6 +787,14 @@ pub async fn release_expired(db: &Db) -> Result<u64, BudgetError> {
     .await?;
     if !released.is_empty() {
         let ids: Vec<Uuid> = released.iter().map(|(id,)| *id).collect();
+        sqlx::query(
+            "SELECT id FROM budgets WHERE id IN
+                    (SELECT budget_id FROM budget_holds WHERE reservation_id = ANY($1))
+              ORDER BY id FOR UPDATE",
+        )
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query(
             "UPDATE budgets b SET reserved_micros = b.reserved_micros - h.total
                FROM (SELECT budget_id, sum(amount_micros)::bigint AS total FROM budget_holds

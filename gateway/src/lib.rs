@@ -23,6 +23,7 @@ pub mod network;
 pub mod orgs;
 pub mod pauses;
 pub mod policies;
+mod reserver;
 pub mod runs;
 
 use std::sync::Arc;
@@ -143,6 +144,7 @@ pub(crate) struct Inner {
     db: Db,
     audit: audit::Auditor,
     ingest: ingest::Writer,
+    reserver: reserver::Reserver,
     publisher: Option<Arc<dyn Network>>,
     limiter: api::KeyLimiter,
     metrics: api::Metrics,
@@ -160,6 +162,7 @@ impl Gateway {
         let audit = audit::Auditor::new(key);
         let inner = Arc::new_cyclic(|weak| Inner {
             ingest: ingest::Writer::spawn(db.clone(), weak.clone(), config.ingest.clone()),
+            reserver: reserver::Reserver::spawn(db.clone()),
             limiter: api::KeyLimiter::new(config.rate_per_minute, config.rate_burst),
             metrics: api::Metrics::default(),
             db,
@@ -195,6 +198,10 @@ impl Gateway {
 
     pub(crate) fn publisher(&self) -> Option<&Arc<dyn Network>> {
         self.inner.publisher.as_ref()
+    }
+
+    pub(crate) fn reserver(&self) -> &reserver::Reserver {
+        &self.inner.reserver
     }
 
     pub(crate) fn limiter(&self) -> &api::KeyLimiter {

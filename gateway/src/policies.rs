@@ -346,87 +346,99 @@ pub async fn delete(gw: &Gateway, actor: &Principal, id: Uuid) -> Result<(), Pol
     Ok(())
 }
 
-/// Applies the policies that cover `request`'s agent, inside the reservation's transaction.
-/// An approved intent approval is used up here; if the reservation then fails, the
-/// transaction's rollback gives it back.
-pub(crate) async fn admit(
-    tx: &mut sqlx::PgConnection,
+/// Applies the `deny` and `max_cost` policies that cover `request`'s agent, and says which
+/// `approval` policy, if any, holds it (the reservation then has to use up an approved
+/// approval of that policy: [`consume`]).
+pub(crate) async fn evaluate(
+    pool: &sqlx::PgPool,
     caller: &Principal,
     team: Option<Uuid>,
     request: &ReserveRequest,
-) -> Result<(), PolicyRefusal> {
-    let run = async {
-        let rows: Vec<(Uuid, String, Option<String>, Option<i64>)> = sqlx::query_as(
-            "SELECT id, kind, capability, max_cost_micros FROM policies
-              WHERE org_id = $1
-                AND (scope = 'org' OR (scope = 'agent' AND scope_id = $2) OR (scope = 'team' AND scope_id = $3::text))
-                AND (capability IS NULL OR capability = $4)
-              ORDER BY CASE kind WHEN 'deny' THEN 0 WHEN 'max_cost' THEN 1 ELSE 2 END, id",
-        )
-        .bind(caller.org_id)
-        .bind(&request.agent)
-        .bind(team)
-        .bind(&request.capability)
-        .fetch_all(&mut *tx)
-        .await?;
-        for (policy, kind, capability, max_cost) in rows {
-            match kind.as_str() {
-                "deny" => {
-                    return Ok(Err(PolicyRefusal::Denied {
+) -> Result<Option<Uuid>, budgets::BudgetError> {
+    let rows: Vec<(Uuid, String, Option<String>, Option<i64>)> = sqlx::query_as(
+        "SELECT id, kind, capability, max_cost_micros FROM policies
+          WHERE org_id = $1
+            AND (scope = 'org' OR (scope = 'agent' AND scope_id = $2) OR (scope = 'team' AND scope_id = $3::text))
+            AND (capability IS NULL OR capability = $4)
+          ORDER BY CASE kind WHEN 'deny' THEN 0 WHEN 'max_cost' THEN 1 ELSE 2 END, id",
+    )
+    .bind(caller.org_id)
+    .bind(&request.agent)
+    .bind(team)
+    .bind(&request.capability)
+    .fetch_all(pool)
+    .await?;
+    let mut hold = None;
+    for (policy, kind, capability, max_cost) in rows {
+        match kind.as_str() {
+            "deny" => {
+                return Err(PolicyRefusal::Denied {
+                    policy,
+                    why: match capability {
+                        Some(c) => format!("intents to `{c}` are not allowed"),
+                        None => "intents are not allowed".into(),
+                    },
+                }
+                .into());
+            }
+            "max_cost" => {
+                let max = max_cost.unwrap_or(0);
+                if request.amount_micros > max {
+                    return Err(PolicyRefusal::Denied {
                         policy,
-                        why: match capability {
-                            Some(c) => format!("intents to `{c}` are not allowed"),
-                            None => "intents are not allowed".into(),
-                        },
-                    }));
-                }
-                "max_cost" => {
-                    let max = max_cost.unwrap_or(0);
-                    if request.amount_micros > max {
-                        return Ok(Err(PolicyRefusal::Denied {
-                            policy,
-                            why: format!(
-                                "the intent may cost {} micros; the most allowed is {max}",
-                                request.amount_micros
-                            ),
-                        }));
+                        why: format!(
+                            "the intent may cost {} micros; the most allowed is {max}",
+                            request.amount_micros
+                        ),
                     }
-                }
-                _ => {
-                    let used: Option<(Uuid,)> = sqlx::query_as(
-                        "UPDATE approvals SET consumed_at = now()
-                          WHERE id = (SELECT id FROM approvals
-                                       WHERE org_id = $1 AND kind = 'intent' AND policy_id = $2
-                                         AND agent = $3 AND capability = $4 AND status = 'approved'
-                                         AND consumed_at IS NULL AND amount_micros >= $5
-                                       ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED)
-                          RETURNING id",
-                    )
-                    .bind(caller.org_id)
-                    .bind(policy)
-                    .bind(&request.agent)
-                    .bind(&request.capability)
-                    .bind(request.amount_micros)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    if used.is_none() {
-                        return Ok(Err(PolicyRefusal::NeedsApproval {
-                            policy,
-                            approval: Uuid::nil(),
-                        }));
-                    }
+                    .into());
                 }
             }
+            _ => {
+                hold.get_or_insert(policy);
+            }
         }
-        Ok::<_, sqlx::Error>(Ok(()))
-    };
-    match run.await {
-        Ok(r) => r,
-        Err(e) => Err(PolicyRefusal::Denied {
-            policy: Uuid::nil(),
-            why: format!("the policies could not be read: {e}"),
-        }),
     }
+    Ok(hold)
+}
+
+/// Uses up one approved approval of `policy` for the request's agent and capability, of at
+/// least its amount, inside the reservation's transaction; returns its id.
+pub(crate) async fn consume(
+    tx: &mut sqlx::PgConnection,
+    org: Uuid,
+    policy: Uuid,
+    request: &ReserveRequest,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    let used: Option<(Uuid,)> = sqlx::query_as(
+        "UPDATE approvals SET consumed_at = now()
+          WHERE id = (SELECT id FROM approvals
+                       WHERE org_id = $1 AND kind = 'intent' AND policy_id = $2
+                         AND agent = $3 AND capability = $4 AND status = 'approved'
+                         AND consumed_at IS NULL AND amount_micros >= $5
+                       ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED)
+          RETURNING id",
+    )
+    .bind(org)
+    .bind(policy)
+    .bind(&request.agent)
+    .bind(&request.capability)
+    .bind(request.amount_micros)
+    .fetch_optional(&mut *tx)
+    .await?;
+    Ok(used.map(|(id,)| id))
+}
+
+/// Gives back an approval [`consume`] took, when the reservation it was for is refused.
+pub(crate) async fn unconsume(
+    tx: &mut sqlx::PgConnection,
+    approval: Uuid,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE approvals SET consumed_at = NULL WHERE id = $1")
+        .bind(approval)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
 }
 
 /// Opens (or finds) the pending approval for an intent a policy holds; returns its id.

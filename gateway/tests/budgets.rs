@@ -64,13 +64,13 @@ async fn thresholds(gw: &Gateway, who: &Principal, budget: uuid::Uuid) -> Vec<i3
         .collect()
 }
 
-/// 64 tasks reserve `amount` until refused; returns how many were granted and why each
-/// stopped.
-async fn race(gw: &Gateway, who: &Principal, amount: i64) -> (usize, Vec<String>) {
+/// 64 tasks reserve `amount` until refused, half of them through a second gateway on the
+/// same database; returns how many were granted and why each stopped.
+async fn race(gws: [&Gateway; 2], who: &Principal, amount: i64) -> (usize, Vec<String>) {
     let granted = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
-    for _ in 0..64 {
-        let (gw, who, granted) = (gw.clone(), who.clone(), granted.clone());
+    for i in 0..64 {
+        let (gw, who, granted) = (gws[i % 2].clone(), who.clone(), granted.clone());
         let agent = agent_did();
         tasks.push(tokio::spawn(async move {
             loop {
@@ -97,13 +97,14 @@ async fn race(gw: &Gateway, who: &Principal, amount: i64) -> (usize, Vec<String>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_four_concurrent_reservers_never_overshoot_and_the_ladder_fires_once() {
-    let t = gateway_with(16, GatewayConfig::default()).await;
+    let t = gateway_with(12, GatewayConfig::default()).await;
     let gw = &t.gw;
+    let other = replica(&t, 12).await;
     let (admin, _) = admin(gw, "acme").await;
     let budget = org_budget(gw, &admin, 1_000_000).await;
 
     // Up to 100%: exactly 50 reservations of 20,000 fit.
-    let (granted, refusals) = race(gw, &admin, 20_000).await;
+    let (granted, refusals) = race([gw, &other], &admin, 20_000).await;
     assert_eq!(granted, 50);
     assert!(
         refusals.iter().all(|r| r.contains("re-authorisation")),
@@ -126,7 +127,7 @@ async fn sixty_four_concurrent_reservers_never_overshoot_and_the_ladder_fires_on
     policies::decide(gw, &admin, pending[0].id, true, Some("quarter end"))
         .await
         .expect("approve");
-    let (granted, refusals) = race(gw, &admin, 20_000).await;
+    let (granted, refusals) = race([gw, &other], &admin, 20_000).await;
     assert_eq!(granted, 10);
     assert!(
         refusals.iter().all(|r| r.contains("hard stop")),

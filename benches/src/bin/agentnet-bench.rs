@@ -167,6 +167,45 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Ingestion survives kill -9: ingest into the `agentnet-gateway` binary, SIGKILL it
+    /// mid-stream, restart it, retry what was not acknowledged, and count every row. Exits
+    /// non-zero if anything acknowledged is missing or anything is there twice.
+    GatewayDurability {
+        /// The gateway binary (build it with `cargo build --release -p agentnet-gateway`).
+        #[arg(long, default_value = "target/release/agentnet-gateway")]
+        gateway: std::path::PathBuf,
+        /// Postgres to make the fresh database on.
+        #[arg(
+            long,
+            env = "DATABASE_URL",
+            default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+        )]
+        database_url: String,
+        /// The fresh database (dropped first, and after).
+        #[arg(long, default_value = "agentnet_durability")]
+        database: String,
+        /// Batches.
+        #[arg(long, default_value_t = 2_000)]
+        batches: usize,
+        /// Runs per batch.
+        #[arg(long, default_value_t = 10)]
+        runs_per_batch: usize,
+        /// Events per run.
+        #[arg(long, default_value_t = 20)]
+        events_per_run: usize,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// Milliseconds after the start to SIGKILL the gateway.
+        #[arg(long, default_value_t = 1_500)]
+        kill_after_ms: u64,
+        /// The gateway's port.
+        #[arg(long, default_value_t = 18_080)]
+        port: u16,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -316,6 +355,40 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 println!("{report:#?}");
+            }
+        }
+        Command::GatewayDurability {
+            gateway,
+            database_url,
+            database,
+            batches,
+            runs_per_batch,
+            events_per_run,
+            clients,
+            kill_after_ms,
+            port,
+            json,
+        } => {
+            let settings = agentnet_benches::durability::Settings {
+                gateway,
+                database_url,
+                database,
+                batches,
+                runs_per_batch,
+                events_per_run,
+                clients,
+                kill_after: std::time::Duration::from_millis(kill_after_ms),
+                port,
+            };
+            let runtime = tokio::runtime::Runtime::new()?;
+            let report = runtime.block_on(agentnet_benches::durability::run(&settings))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{report:#?}");
+            }
+            if !report.ok {
+                bail!("rows were lost or duplicated");
             }
         }
     }

@@ -56,11 +56,16 @@ pub async fn db_with(max_connections: u32) -> Db {
         now_secs(),
         &uuid::Uuid::new_v4().simple().to_string()[..12]
     );
+    db_in(&schema, max_connections).await
+}
+
+/// A pool on an existing schema: a second gateway on the same database.
+pub async fn db_in(schema: &str, max_connections: u32) -> Db {
     Db::connect(
         &url(),
         DbOptions {
             max_connections,
-            schema: Some(schema),
+            schema: Some(schema.to_owned()),
             ..DbOptions::default()
         },
     )
@@ -90,12 +95,19 @@ impl Network for Recorder {
 
 pub struct TestGateway {
     pub gw: Gateway,
+    pub schema: String,
     pub key: Keypair,
     pub published: Arc<Recorder>,
 }
 
 pub async fn gateway_with(max_connections: u32, config: GatewayConfig) -> TestGateway {
-    let db = db_with(max_connections).await;
+    drop_stale_schemas().await;
+    let schema = format!(
+        "t_{}_{}",
+        now_secs(),
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    let db = db_in(&schema, max_connections).await;
     let key = Keypair::generate().expect("key");
     let published = Arc::new(Recorder::default());
     let gw = Gateway::new(
@@ -104,7 +116,23 @@ pub async fn gateway_with(max_connections: u32, config: GatewayConfig) -> TestGa
         Some(published.clone() as Arc<dyn Network>),
         config,
     );
-    TestGateway { gw, key, published }
+    TestGateway {
+        gw,
+        schema,
+        key,
+        published,
+    }
+}
+
+/// Another gateway process on the same database and key, as a second replica would be.
+pub async fn replica(t: &TestGateway, max_connections: u32) -> Gateway {
+    let db = db_in(&t.schema, max_connections).await;
+    Gateway::new(
+        db,
+        Keypair::from_seed(&t.key.seed()),
+        None,
+        GatewayConfig::default(),
+    )
 }
 
 pub async fn gateway() -> TestGateway {
