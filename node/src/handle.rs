@@ -351,6 +351,16 @@ impl NodeHandle {
     /// node as host, published. Returns its DID.
     pub async fn register_agent(&self, spec: AgentSpec) -> Result<Did, NodeError> {
         let key = Keypair::generate().map_err(|e| NodeError::Invalid(e.to_string()))?;
+        self.register_agent_with_key(key, spec).await
+    }
+
+    /// Like [`register_agent`](Self::register_agent), with a key the caller already has: an
+    /// agent whose DID a gateway has issued a membership credential for, say.
+    pub async fn register_agent_with_key(
+        &self,
+        key: Keypair,
+        spec: AgentSpec,
+    ) -> Result<Did, NodeError> {
         let now = Timestamp::now();
         let card = AgentCard {
             did: key.did(),
