@@ -621,29 +621,9 @@ pub async fn reserve(
     if !request.currency.is_empty() {
         currency_ok(&request.currency)?;
     }
-    let pool = gw.db().pool();
-    // The agent's team and whether it is paused, in one query.
-    let (team, paused): (Option<Uuid>, bool) = sqlx::query_as(
-        "SELECT (SELECT team_id FROM agents WHERE org_id = $1 AND did = $2),
-                EXISTS (SELECT 1 FROM paused_agents WHERE org_id = $1 AND did = $2)",
-    )
-    .bind(caller.org_id)
-    .bind(&request.agent)
-    .fetch_one(pool)
-    .await?;
-    if paused {
-        return Err(BudgetError::Paused(request.agent.clone()));
-    }
-    let consume = policies::evaluate(pool, caller, team, request).await?;
     let outcome = gw
         .reserver()
-        .hold(
-            caller.org_id,
-            &caller.key_id,
-            team,
-            request.clone(),
-            consume,
-        )
+        .hold(caller.org_id, &caller.key_id, request.clone())
         .await?;
     match outcome {
         Outcome::Held(reservation) => Ok(reservation),
@@ -652,6 +632,10 @@ pub async fn reserve(
             let approval = policies::open_intent_approval(gw, caller, policy, request).await?;
             Err(policies::PolicyRefusal::NeedsApproval { policy, approval }.into())
         }
+        Outcome::Denied { policy, why } => {
+            Err(policies::PolicyRefusal::Denied { policy, why }.into())
+        }
+        Outcome::Paused => Err(BudgetError::Paused(request.agent.clone())),
     }
 }
 

@@ -3,6 +3,8 @@
 //! previous secret valid for a grace period and keeps the id, so nothing scoped to the key
 //! (its budgets, its rate limit) starts over.
 
+use std::collections::HashMap;
+
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -99,7 +101,55 @@ impl From<sqlx::Error> for KeyError {
     }
 }
 
-fn hash(secret: &str) -> Vec<u8> {
+/// How long a checked key is trusted without asking the database again. Revoking or
+/// rotating a key through this gateway takes effect at once; through another gateway on the
+/// same database, within this long.
+pub const AUTH_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+/// Keys the cache holds at most.
+const AUTH_CACHE_MAX: usize = 10_000;
+
+/// Recently checked keys: key id → (hash of the secret presented, who it is, when checked).
+#[derive(Debug, Default)]
+pub(crate) struct AuthCache {
+    entries: std::sync::Mutex<HashMap<String, (Vec<u8>, Principal, std::time::Instant)>>,
+}
+
+impl AuthCache {
+    pub(crate) fn get(&self, key_id: &str, secret_hash: &[u8]) -> Option<Principal> {
+        let entries = self.entries.lock().ok()?;
+        let (hash, principal, at) = entries.get(key_id)?;
+        (at.elapsed() < AUTH_CACHE_TTL && constant_time_eq(hash, secret_hash))
+            .then(|| principal.clone())
+    }
+
+    pub(crate) fn put(&self, key_id: &str, secret_hash: Vec<u8>, principal: Principal) {
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() >= AUTH_CACHE_MAX {
+                entries.retain(|_, (_, _, at)| at.elapsed() < AUTH_CACHE_TTL);
+                if entries.len() >= AUTH_CACHE_MAX {
+                    entries.clear();
+                }
+            }
+            entries.insert(
+                key_id.to_owned(),
+                (secret_hash, principal, std::time::Instant::now()),
+            );
+        }
+    }
+
+    pub(crate) fn forget(&self, key_id: Option<&str>) {
+        if let Ok(mut entries) = self.entries.lock() {
+            match key_id {
+                Some(id) => {
+                    entries.remove(id);
+                }
+                None => entries.clear(),
+            }
+        }
+    }
+}
+
+pub(crate) fn hash(secret: &str) -> Vec<u8> {
     Sha256::digest(secret.as_bytes()).to_vec()
 }
 
@@ -414,6 +464,7 @@ pub async fn rotate(
         )
         .await?;
     tx.commit().await?;
+    gw.forget_key(Some(key_id));
     Ok(NewKey {
         key: format!("agn_{key_id}_{secret}"),
         key_id: key_id.to_owned(),
@@ -449,6 +500,7 @@ pub async fn revoke(gw: &Gateway, actor: &Principal, key_id: &str) -> Result<(),
         )
         .await?;
     tx.commit().await?;
+    gw.forget_key(Some(key_id));
     Ok(())
 }
 

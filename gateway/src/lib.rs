@@ -148,6 +148,7 @@ pub(crate) struct Inner {
     publisher: Option<Arc<dyn Network>>,
     limiter: api::KeyLimiter,
     metrics: api::Metrics,
+    auth: keys::AuthCache,
 }
 
 impl Gateway {
@@ -165,6 +166,7 @@ impl Gateway {
             reserver: reserver::Reserver::spawn(db.clone()),
             limiter: api::KeyLimiter::new(config.rate_per_minute, config.rate_burst),
             metrics: api::Metrics::default(),
+            auth: keys::AuthCache::default(),
             db,
             audit,
             publisher: network,
@@ -198,6 +200,24 @@ impl Gateway {
 
     pub(crate) fn publisher(&self) -> Option<&Arc<dyn Network>> {
         self.inner.publisher.as_ref()
+    }
+
+    /// Checks a presented key (`agn_<id>_<secret>`) and returns who it is. A key checked in
+    /// the last [`keys::AUTH_CACHE_TTL`] is not looked up again.
+    pub async fn authenticate(&self, presented: &str) -> Result<keys::Principal, keys::KeyError> {
+        let (key_id, secret) = keys::parse(presented)?;
+        let hash = keys::hash(secret);
+        if let Some(principal) = self.inner.auth.get(key_id, &hash) {
+            return Ok(principal);
+        }
+        let principal = keys::authenticate(self.db(), presented).await?;
+        self.inner.auth.put(key_id, hash, principal.clone());
+        Ok(principal)
+    }
+
+    /// Forgets cached checks of `key_id`, or of every key.
+    pub(crate) fn forget_key(&self, key_id: Option<&str>) {
+        self.inner.auth.forget(key_id);
     }
 
     pub(crate) fn reserver(&self) -> &reserver::Reserver {

@@ -482,6 +482,9 @@ pub async fn delete_member(gw: &Gateway, actor: &Principal, id: Uuid) -> Result<
         )
         .await?;
     tx.commit().await?;
+    if revoked > 0 {
+        gw.forget_key(None);
+    }
     Ok(())
 }
 

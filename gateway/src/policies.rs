@@ -346,62 +346,6 @@ pub async fn delete(gw: &Gateway, actor: &Principal, id: Uuid) -> Result<(), Pol
     Ok(())
 }
 
-/// Applies the `deny` and `max_cost` policies that cover `request`'s agent, and says which
-/// `approval` policy, if any, holds it (the reservation then has to use up an approved
-/// approval of that policy: [`consume`]).
-pub(crate) async fn evaluate(
-    pool: &sqlx::PgPool,
-    caller: &Principal,
-    team: Option<Uuid>,
-    request: &ReserveRequest,
-) -> Result<Option<Uuid>, budgets::BudgetError> {
-    let rows: Vec<(Uuid, String, Option<String>, Option<i64>)> = sqlx::query_as(
-        "SELECT id, kind, capability, max_cost_micros FROM policies
-          WHERE org_id = $1
-            AND (scope = 'org' OR (scope = 'agent' AND scope_id = $2) OR (scope = 'team' AND scope_id = $3::text))
-            AND (capability IS NULL OR capability = $4)
-          ORDER BY CASE kind WHEN 'deny' THEN 0 WHEN 'max_cost' THEN 1 ELSE 2 END, id",
-    )
-    .bind(caller.org_id)
-    .bind(&request.agent)
-    .bind(team)
-    .bind(&request.capability)
-    .fetch_all(pool)
-    .await?;
-    let mut hold = None;
-    for (policy, kind, capability, max_cost) in rows {
-        match kind.as_str() {
-            "deny" => {
-                return Err(PolicyRefusal::Denied {
-                    policy,
-                    why: match capability {
-                        Some(c) => format!("intents to `{c}` are not allowed"),
-                        None => "intents are not allowed".into(),
-                    },
-                }
-                .into());
-            }
-            "max_cost" => {
-                let max = max_cost.unwrap_or(0);
-                if request.amount_micros > max {
-                    return Err(PolicyRefusal::Denied {
-                        policy,
-                        why: format!(
-                            "the intent may cost {} micros; the most allowed is {max}",
-                            request.amount_micros
-                        ),
-                    }
-                    .into());
-                }
-            }
-            _ => {
-                hold.get_or_insert(policy);
-            }
-        }
-    }
-    Ok(hold)
-}
-
 /// Uses up one approved approval of `policy` for the request's agent and capability, of at
 /// least its amount, inside the reservation's transaction; returns its id.
 pub(crate) async fn consume(

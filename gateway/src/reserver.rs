@@ -40,10 +40,7 @@ const TRIES: usize = 3;
 pub(crate) struct HoldJob {
     pub(crate) org: Uuid,
     pub(crate) key_id: String,
-    pub(crate) team: Option<Uuid>,
     pub(crate) request: ReserveRequest,
-    /// An `approval` policy that holds it: an approved approval must be used up.
-    pub(crate) consume: Option<Uuid>,
     pub(crate) reply: oneshot::Sender<Result<Outcome, sqlx::Error>>,
 }
 
@@ -56,6 +53,10 @@ pub(crate) enum Outcome {
     Refused { budget: Uuid, hard: bool },
     /// No approved approval of this policy was left.
     NeedsApproval { policy: Uuid },
+    /// A `deny` or `max_cost` policy refuses it.
+    Denied { policy: Uuid, why: String },
+    /// The agent is paused.
+    Paused,
 }
 
 /// The batcher's handle.
@@ -76,17 +77,13 @@ impl Reserver {
         &self,
         org: Uuid,
         key_id: &str,
-        team: Option<Uuid>,
         request: ReserveRequest,
-        consume: Option<Uuid>,
     ) -> Result<Outcome, sqlx::Error> {
         let (reply, answer) = oneshot::channel();
         let job = HoldJob {
             org,
             key_id: key_id.to_owned(),
-            team,
             request,
-            consume,
             reply,
         };
         match tokio::time::timeout(Duration::from_secs(10), self.queue.send(job)).await {
@@ -149,7 +146,94 @@ struct Totals {
     changed: bool,
 }
 
+/// What the batch learns of each job before it locks anything.
+#[derive(Debug, Default)]
+struct Context {
+    team: Option<Uuid>,
+    paused: bool,
+    /// A `deny` or `max_cost` policy that refuses it.
+    denied: Option<(Uuid, String)>,
+    /// An `approval` policy that holds it.
+    hold: Option<Uuid>,
+}
+
+/// The agents' teams, pauses and policies of every job, in one query, before the lock.
+async fn context(db: &Db, jobs: &[HoldJob]) -> Result<Vec<Context>, sqlx::Error> {
+    let orgs: Vec<Uuid> = jobs.iter().map(|j| j.org).collect();
+    let agents: Vec<&str> = jobs.iter().map(|j| j.request.agent.as_str()).collect();
+    let capabilities: Vec<&str> = jobs.iter().map(|j| j.request.capability.as_str()).collect();
+    type Row = (
+        i64,
+        Option<Uuid>,
+        bool,
+        Option<Uuid>,
+        Option<String>,
+        Option<String>,
+        Option<i64>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "WITH j AS (
+             SELECT u.i, u.o, u.a, u.c,
+                    (SELECT ag.team_id FROM agents ag WHERE ag.org_id = u.o AND ag.did = u.a) AS t,
+                    EXISTS (SELECT 1 FROM paused_agents pa WHERE pa.org_id = u.o AND pa.did = u.a) AS paused
+               FROM UNNEST($1::uuid[], $2::text[], $3::text[]) WITH ORDINALITY AS u(o, a, c, i))
+         SELECT j.i, j.t, j.paused, p.id, p.kind, p.capability, p.max_cost_micros
+           FROM j LEFT JOIN policies p
+             ON p.org_id = j.o
+            AND (p.scope = 'org' OR (p.scope = 'agent' AND p.scope_id = j.a)
+                 OR (p.scope = 'team' AND p.scope_id = j.t::text))
+            AND (p.capability IS NULL OR p.capability = j.c)
+          ORDER BY j.i, CASE p.kind WHEN 'deny' THEN 0 WHEN 'max_cost' THEN 1 ELSE 2 END, p.id",
+    )
+    .bind(&orgs)
+    .bind(&agents)
+    .bind(&capabilities)
+    .fetch_all(db.pool())
+    .await?;
+    let mut out: Vec<Context> = (0..jobs.len()).map(|_| Context::default()).collect();
+    for (i, team, paused, policy, kind, capability, max_cost) in rows {
+        let Some(j) = usize::try_from(i - 1).ok().filter(|j| *j < jobs.len()) else {
+            continue;
+        };
+        let c = &mut out[j];
+        c.team = team;
+        c.paused = paused;
+        let (Some(policy), Some(kind)) = (policy, kind) else {
+            continue;
+        };
+        if c.denied.is_some() {
+            continue;
+        }
+        let amount = jobs[j].request.amount_micros;
+        match kind.as_str() {
+            "deny" => {
+                c.denied = Some((
+                    policy,
+                    match capability {
+                        Some(cap) => format!("intents to `{cap}` are not allowed"),
+                        None => "intents are not allowed".into(),
+                    },
+                ));
+            }
+            "max_cost" => {
+                let max = max_cost.unwrap_or(0);
+                if amount > max {
+                    c.denied = Some((
+                        policy,
+                        format!("the intent may cost {amount} micros; the most allowed is {max}"),
+                    ));
+                }
+            }
+            _ => {
+                c.hold.get_or_insert(policy);
+            }
+        }
+    }
+    Ok(out)
+}
+
 async fn decide(db: &Db, jobs: &[HoldJob]) -> Result<Vec<Outcome>, sqlx::Error> {
+    let ctx = context(db, jobs).await?;
     let mut tx = db.pool().begin().await?;
     let n = jobs.len();
     let (mut orgs, mut currencies, mut agents, mut keys, mut teams) = (
@@ -159,12 +243,18 @@ async fn decide(db: &Db, jobs: &[HoldJob]) -> Result<Vec<Outcome>, sqlx::Error> 
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
-    for job in jobs {
+    for (job, c) in jobs.iter().zip(&ctx) {
         orgs.push(job.org);
-        currencies.push(job.request.currency.as_str());
+        // A job refused before any budget is looked at locks nothing.
+        let refused = c.paused || c.denied.is_some();
+        currencies.push(if refused {
+            ""
+        } else {
+            job.request.currency.as_str()
+        });
         agents.push(job.request.agent.as_str());
         keys.push(job.key_id.as_str());
-        teams.push(job.team.map(|t| t.to_string()));
+        teams.push(c.team.map(|t| t.to_string()));
     }
     // 1. Lock every applicable budget, in id order.
     let rows: Vec<(i64, Uuid, i64, i64, i64, bool, bool)> =
@@ -211,8 +301,19 @@ async fn decide(db: &Db, jobs: &[HoldJob]) -> Result<Vec<Outcome>, sqlx::Error> 
     let mut crossed: Vec<(usize, Uuid)> = Vec::new();
     let mut held: Vec<usize> = Vec::new();
     for (j, job) in jobs.iter().enumerate() {
+        if ctx[j].paused {
+            outcomes.push(Some(Outcome::Paused));
+            continue;
+        }
+        if let Some((policy, why)) = &ctx[j].denied {
+            outcomes.push(Some(Outcome::Denied {
+                policy: *policy,
+                why: why.clone(),
+            }));
+            continue;
+        }
         let mut used = None;
-        if let Some(policy) = job.consume {
+        if let Some(policy) = ctx[j].hold {
             match policies::consume(&mut tx, job.org, policy, &job.request).await? {
                 Some(approval) => used = Some(approval),
                 None => {
@@ -260,29 +361,13 @@ async fn decide(db: &Db, jobs: &[HoldJob]) -> Result<Vec<Outcome>, sqlx::Error> 
         outcomes.push(None);
     }
 
-    // 3. New totals, reservations and holds, alerts.
+    // 3. New totals, reservations and holds in one statement; then the alerts.
     let changed: Vec<(&Uuid, &Totals)> = totals.iter().filter(|(_, t)| t.changed).collect();
-    if !changed.is_empty() {
-        let ids: Vec<Uuid> = changed.iter().map(|(id, _)| **id).collect();
-        let spent: Vec<i64> = changed.iter().map(|(_, t)| t.spent).collect();
-        let reserved: Vec<i64> = changed.iter().map(|(_, t)| t.reserved).collect();
-        let reauthorised: Vec<bool> = changed.iter().map(|(_, t)| t.reauthorised).collect();
-        let stale: Vec<bool> = changed.iter().map(|(_, t)| t.stale).collect();
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE budgets SET spent_micros = u.s, reserved_micros = u.r, reauthorised = u.re,
-                    period_start = CASE WHEN u.st THEN {start} ELSE period_start END
-               FROM UNNEST($1::uuid[], $2::int8[], $3::int8[], $4::bool[], $5::bool[]) AS u(id, s, r, re, st)
-              WHERE budgets.id = u.id",
-            start = crate::budgets::PERIOD_START,
-        )))
-        .bind(&ids)
-        .bind(&spent)
-        .bind(&reserved)
-        .bind(&reauthorised)
-        .bind(&stale)
-        .execute(&mut *tx)
-        .await?;
-    }
+    let b_ids: Vec<Uuid> = changed.iter().map(|(id, _)| **id).collect();
+    let b_spent: Vec<i64> = changed.iter().map(|(_, t)| t.spent).collect();
+    let b_reserved: Vec<i64> = changed.iter().map(|(_, t)| t.reserved).collect();
+    let b_reauthorised: Vec<bool> = changed.iter().map(|(_, t)| t.reauthorised).collect();
+    let b_stale: Vec<bool> = changed.iter().map(|(_, t)| t.stale).collect();
     let now_ms = crate::audit::now_ms();
     let mut ids = Vec::with_capacity(held.len());
     let (
@@ -328,17 +413,33 @@ async fn decide(db: &Db, jobs: &[HoldJob]) -> Result<Vec<Outcome>, sqlx::Error> 
             h_amount.push(job.request.amount_micros);
         }
     }
-    if !ids.is_empty() {
-        sqlx::query(
-            "WITH r AS (
+    if !b_ids.is_empty() || !ids.is_empty() {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "WITH b AS (
+                 UPDATE budgets SET spent_micros = u.s, reserved_micros = u.r, reauthorised = u.re,
+                        period_start = CASE WHEN u.st THEN {start} ELSE period_start END
+                   FROM UNNEST($1::uuid[], $2::int8[], $3::int8[], $4::bool[], $5::bool[]) AS u(id, s, r, re, st)
+                  WHERE budgets.id = u.id
+                 RETURNING 1),
+             r AS (
                  INSERT INTO budget_reservations (id, org_id, key_id, intent_id, agent, capability, currency,
                                                   amount_micros, status, expires_at)
                  SELECT i, o, k, n, a, c, cur, m, 'held', to_timestamp(e)
-                   FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
-                               $7::text[], $8::int8[], $9::float8[]) AS u(i, o, k, n, a, c, cur, m, e))
-             INSERT INTO budget_holds (reservation_id, budget_id, amount_micros)
-             SELECT * FROM UNNEST($10::uuid[], $11::uuid[], $12::int8[])",
-        )
+                   FROM UNNEST($6::uuid[], $7::uuid[], $8::text[], $9::text[], $10::text[], $11::text[],
+                               $12::text[], $13::int8[], $14::float8[]) AS u(i, o, k, n, a, c, cur, m, e)
+                 RETURNING 1),
+             h AS (
+                 INSERT INTO budget_holds (reservation_id, budget_id, amount_micros)
+                 SELECT * FROM UNNEST($15::uuid[], $16::uuid[], $17::int8[])
+                 RETURNING 1)
+             SELECT (SELECT count(*) FROM b), (SELECT count(*) FROM r), (SELECT count(*) FROM h)",
+            start = crate::budgets::PERIOD_START,
+        )))
+        .bind(&b_ids)
+        .bind(&b_spent)
+        .bind(&b_reserved)
+        .bind(&b_reauthorised)
+        .bind(&b_stale)
         .bind(&ids)
         .bind(&r_org)
         .bind(&r_key)

@@ -796,6 +796,25 @@ async fn roles_and_scopes_are_enforced() {
         StatusCode::OK,
     )
     .await;
+    // Revocation takes effect at once, though the key was just checked (and cached).
+    expect(&dev, Method::GET, "/api/v1/org", None, StatusCode::OK).await;
+    let (status, _) = http
+        .call(
+            &admin_key,
+            Method::DELETE,
+            &format!("/api/v1/keys/{}", &dev[4..20]),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    expect(
+        &dev,
+        Method::GET,
+        "/api/v1/org",
+        None,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -464,7 +464,7 @@ impl FromRequestParts<Gateway> for Caller {
             e.retry_after = Some(wait.as_secs().max(1));
             return Err(e);
         }
-        Ok(Caller(keys::authenticate(gw.db(), key).await?))
+        Ok(Caller(gw.authenticate(key).await?))
     }
 }
 
