@@ -590,7 +590,7 @@ async fn roll_periods(conn: &mut sqlx::PgConnection, org: Uuid) -> Result<(), sq
 /// Reserves `amount` against every budget that applies to the request (the org's, the
 /// agent's team's, the agent's and the calling key's, in its currency), all or none, after
 /// the pause list and the policies. The hold itself is decided by the batcher
-/// ([`crate::reserver`]) under the budgets' row locks.
+/// (`gateway/src/reserver.rs`) under the budgets' row locks.
 pub async fn reserve(
     gw: &Gateway,
     caller: &Principal,

@@ -108,10 +108,13 @@ pub const AUTH_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1
 /// Keys the cache holds at most.
 const AUTH_CACHE_MAX: usize = 10_000;
 
-/// Recently checked keys: key id → (hash of the secret presented, who it is, when checked).
+/// A checked key: the hash of the secret presented, who it is, and when it was checked.
+type Checked = (Vec<u8>, Principal, std::time::Instant);
+
+/// Recently checked keys, by key id.
 #[derive(Debug, Default)]
 pub(crate) struct AuthCache {
-    entries: std::sync::Mutex<HashMap<String, (Vec<u8>, Principal, std::time::Instant)>>,
+    entries: std::sync::Mutex<HashMap<String, Checked>>,
 }
 
 impl AuthCache {
