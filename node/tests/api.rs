@@ -493,3 +493,54 @@ async fn a_token_is_required_when_one_is_set() {
         assert_eq!(mode & 0o777, 0o600);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pre_signed_card_is_published_as_it_is() {
+    use agentnet_protocol::limits::MAX_CARD_LIFETIME;
+    use agentnet_protocol::{AgentCard, Capability, Keypair, SignedEnvelope, Timestamp};
+    let api = api_with_token(None).await;
+    // An agent that keeps its own key signs its card, naming this node as its host.
+    let key = Keypair::generate().expect("key");
+    let now = Timestamp::now();
+    let card = AgentCard {
+        did: key.did(),
+        name: "self-signed".into(),
+        description: "keeps its own key".into(),
+        capabilities: vec![Capability {
+            name: "summarise".into(),
+            description: "Summarise a long document".into(),
+            tags: vec!["text".into()],
+            version: "1".into(),
+            price: None,
+        }],
+        endpoints: vec![],
+        host: api.node.peer_id(),
+        seq: 1,
+        issued_at: now,
+        expires_at: now.saturating_add(MAX_CARD_LIFETIME),
+        credentials: vec![],
+    };
+    let envelope = SignedEnvelope::seal(&key, &card).expect("seal");
+    let (s, b) = api
+        .post(
+            "/v1/agents",
+            json!({ "card": hex::encode(envelope.to_bytes()) }),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(b["did"], key.did().as_str());
+    let (s, b) = api.get(&format!("/v1/agents/{}", key.did())).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["name"], "self-signed");
+    let (s, b) = api.get("/v1/search?q=summarise%20a%20document&k=3").await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["results"][0]["did"], key.did().as_str(), "{b}");
+    // A card whose signature does not match is refused.
+    let mut forged = envelope.to_bytes();
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    let (s, b) = api
+        .post("/v1/agents", json!({ "card": hex::encode(forged) }))
+        .await;
+    assert!((400..500).contains(&s), "{s} {b}");
+}

@@ -643,3 +643,117 @@ async fn expired_records_are_pruned_so_sync_stops_offering_them() {
         "nor stored"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_hold_per_sending_peer_and_per_sending_agent() {
+    // b admits bursts of 3 per peer and per agent, refilled at 1 a minute.
+    let p = pair(
+        |_| {},
+        |c| {
+            c.intents.per_minute = 1;
+            c.intents.burst = 3;
+        },
+    )
+    .await;
+    let send = || {
+        p.a.send_intent(IntentRequest::new(
+            p.alice.clone(),
+            p.bob.clone(),
+            "echo",
+            serde_json::json!({}),
+        ))
+    };
+    for _ in 0..3 {
+        assert_eq!(send().await.expect("send").outcome, Outcome::Success);
+    }
+    let limited = send().await.expect("send");
+    assert_eq!(
+        limited.rejection.map(|r| r.code),
+        Some(RejectionCode::RateLimited),
+        "the fourth in the burst is refused"
+    );
+    let code = |answer: Vec<u8>| match IntentResponse::from_bytes(&answer) {
+        Ok(IntentResponse::Rejected(r)) => Some(r.code),
+        Ok(_) => None,
+        Err(e) => panic!("answer: {e}"),
+    };
+    let b_addr = p.b.listen_addrs().await.expect("addrs")[0].clone();
+    let dirs = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let c = node(&dirs.0, |_| {}).await;
+    let d = node(&dirs.1, |_| {}).await;
+    for n in [&c, &d] {
+        n.dial(b_addr.clone()).await.expect("dial");
+    }
+    let (mallory, eve) = (
+        Keypair::generate().expect("key"),
+        Keypair::generate().expect("key"),
+    );
+    // Peer a is spent, whichever agent it sends for.
+    let answer = unchecked(
+        &p.a,
+        p.b.peer_id(),
+        intent_envelope(&mallory, &p.bob, IntentId([1; 16]), 1).to_bytes(),
+    )
+    .await
+    .expect("send");
+    assert_eq!(code(answer), Some(RejectionCode::RateLimited), "per peer");
+    // Mallory spends her own burst through c…
+    for i in 0..3u8 {
+        let answer = unchecked(
+            &c,
+            p.b.peer_id(),
+            intent_envelope(&mallory, &p.bob, IntentId([10 + i; 16]), 1).to_bytes(),
+        )
+        .await
+        .expect("send");
+        assert_eq!(
+            code(answer),
+            None,
+            "mallory's intent {i} through c is admitted"
+        );
+    }
+    // …after which c is spent for eve too (per peer), and mallory is refused through the
+    // fresh peer d (per agent), while eve goes through d.
+    let answer = unchecked(
+        &c,
+        p.b.peer_id(),
+        intent_envelope(&eve, &p.bob, IntentId([20; 16]), 1).to_bytes(),
+    )
+    .await
+    .expect("send");
+    assert_eq!(
+        code(answer),
+        Some(RejectionCode::RateLimited),
+        "peer c is spent"
+    );
+    let answer = unchecked(
+        &d,
+        p.b.peer_id(),
+        intent_envelope(&mallory, &p.bob, IntentId([21; 16]), 1).to_bytes(),
+    )
+    .await
+    .expect("send");
+    assert_eq!(
+        code(answer),
+        Some(RejectionCode::RateLimited),
+        "mallory is spent, whatever the peer"
+    );
+    let answer = unchecked(
+        &d,
+        p.b.peer_id(),
+        intent_envelope(&eve, &p.bob, IntentId([22; 16]), 1).to_bytes(),
+    )
+    .await
+    .expect("send");
+    assert_eq!(code(answer), None, "eve through d is admitted");
+    // Sending past the limit is spam (`specs/trust.md`, penalties): the peers that did lost
+    // score.
+    let (a_score, c_score) = (
+        p.b.peer_penalty(&p.a.peer_id()),
+        p.b.peer_penalty(&c.peer_id()),
+    );
+    assert!(a_score < 0.0 && c_score < 0.0, "{a_score} {c_score}");
+}
