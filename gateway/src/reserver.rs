@@ -232,54 +232,55 @@ async fn context(db: &Db, jobs: &[HoldJob]) -> Result<Vec<Context>, sqlx::Error>
     Ok(out)
 }
 
-async fn decide(db: &Db, jobs: &[HoldJob]) -> Result<Vec<Outcome>, sqlx::Error> {
-    let ctx = context(db, jobs).await?;
+/// Begins the batch's transaction and locks every budget that applies to any job, in id
+/// order. A job's team budget is found through the agent's team, looked up in the same
+/// statement, so this does not wait for [`context`].
+async fn lock(
+    db: &Db,
+    jobs: &[HoldJob],
+) -> Result<
+    (
+        sqlx::Transaction<'static, sqlx::Postgres>,
+        Vec<(i64, Uuid, i64, i64, i64, bool, bool)>,
+    ),
+    sqlx::Error,
+> {
     let mut tx = db.pool().begin().await?;
-    let n = jobs.len();
-    let (mut orgs, mut currencies, mut agents, mut keys, mut teams) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    for (job, c) in jobs.iter().zip(&ctx) {
-        orgs.push(job.org);
-        // A job refused before any budget is looked at locks nothing.
-        let refused = c.paused || c.denied.is_some();
-        currencies.push(if refused {
-            ""
-        } else {
-            job.request.currency.as_str()
-        });
-        agents.push(job.request.agent.as_str());
-        keys.push(job.key_id.as_str());
-        teams.push(c.team.map(|t| t.to_string()));
-    }
-    // 1. Lock every applicable budget, in id order.
-    let rows: Vec<(i64, Uuid, i64, i64, i64, bool, bool)> =
-        sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT u.i, b.id, b.spent_micros, b.reserved_micros, b.limit_micros, b.reauthorised,
+    let orgs: Vec<Uuid> = jobs.iter().map(|j| j.org).collect();
+    let currencies: Vec<&str> = jobs.iter().map(|j| j.request.currency.as_str()).collect();
+    let agents: Vec<&str> = jobs.iter().map(|j| j.request.agent.as_str()).collect();
+    let keys: Vec<&str> = jobs.iter().map(|j| j.key_id.as_str()).collect();
+    let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT u.i, b.id, b.spent_micros, b.reserved_micros, b.limit_micros, b.reauthorised,
                 (b.period <> 'total' AND b.period_start < {start})
            FROM budgets b
-           JOIN UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[]) WITH ORDINALITY
-                AS u(o, c, a, k, t, i)
+           JOIN UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY
+                AS u(o, c, a, k, i)
              ON b.org_id = u.o AND b.currency = u.c
             AND ((b.scope = 'org' AND b.scope_id = u.o::text)
               OR (b.scope = 'agent' AND b.scope_id = u.a)
-              OR (b.scope = 'team' AND b.scope_id = u.t)
+              OR (b.scope = 'team' AND b.scope_id =
+                    (SELECT ag.team_id::text FROM agents ag WHERE ag.org_id = u.o AND ag.did = u.a))
               OR (b.scope = 'key' AND b.scope_id = u.k))
           ORDER BY b.id
           FOR UPDATE OF b",
-            start = crate::budgets::PERIOD_START,
-        )))
-        .bind(&orgs)
-        .bind(&currencies)
-        .bind(&agents)
-        .bind(&keys)
-        .bind(&teams)
-        .fetch_all(&mut *tx)
-        .await?;
+        start = crate::budgets::PERIOD_START,
+    )))
+    .bind(&orgs)
+    .bind(&currencies)
+    .bind(&agents)
+    .bind(&keys)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok((tx, rows))
+}
+
+async fn decide(db: &Db, jobs: &[HoldJob]) -> Result<Vec<Outcome>, sqlx::Error> {
+    let n = jobs.len();
+    // 1. The jobs' pauses and policies, and the locks, at once on two connections.
+    let (ctx, locked) = tokio::join!(context(db, jobs), lock(db, jobs));
+    let (mut tx, rows) = locked?;
+    let ctx = ctx?;
     let mut totals: HashMap<Uuid, Totals> = HashMap::new();
     let mut of_job: Vec<Vec<Uuid>> = vec![Vec::new(); n];
     for (i, id, spent, reserved, limit, reauthorised, stale) in rows {
