@@ -21,7 +21,7 @@ use agentnet_protocol::ids::{
 };
 use agentnet_protocol::limits::{
     MAX_ENVELOPE_OVERHEAD, MAX_INTENT_LEN, MAX_INTENT_RESPONSE_LEN, MAX_INTENT_TTL,
-    MAX_SYNC_FETCH_KEYS, MAX_SYNC_MESSAGE_LEN,
+    MAX_SYNC_MESSAGE_LEN, MAX_SYNC_RECORDS,
 };
 use agentnet_protocol::{
     AgentCard, Did, Keypair, Kind, SignedEnvelope, SyncRange, SyncRequest, SyncResponse, SyncTable,
@@ -607,6 +607,88 @@ fn refresh_scores(swarm: &mut Swarm<Behaviour>, shared: &Shared) {
 /// Pending reconcile ranges per (peer, table).
 type Pending = HashMap<(PeerId, SyncTable), VecDeque<SyncRange>>;
 
+/// Ranges waiting to be reconciled per (peer, table).
+const PENDING_RANGES: usize = crate::sync::REQUEST_RANGES * 64;
+
+/// Opens a new sync of `table` with `peer` (after one whose ranges overflowed the queue).
+fn restart_sync(swarm: &mut Swarm<Behaviour>, shared: &Shared, peer: PeerId, table: SyncTable) {
+    match crate::sync::opening(shared.store.as_ref(), table) {
+        Ok(request) => {
+            swarm
+                .behaviour_mut()
+                .sync
+                .send_request(&peer, request.to_bytes());
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot restart a sync"),
+    }
+}
+
+/// Fetch requests in flight to one peer at once. The records of an answer are verified,
+/// stored and indexed before the next is read, so sending every fetch at once would leave
+/// the last ones waiting past the request timeout.
+const FETCHES_IN_FLIGHT: usize = 2;
+/// Fetch requests queued per peer (each of at most `MAX_SYNC_RECORDS` keys).
+const FETCH_QUEUE: usize = 256;
+
+/// Record fetches of the syncs in progress: queued per peer, and in flight by request.
+#[derive(Debug, Default)]
+struct Fetches {
+    queued: HashMap<PeerId, VecDeque<(SyncTable, Vec<Vec<u8>>)>>,
+    in_flight: HashMap<request_response::OutboundRequestId, (PeerId, SyncTable, Vec<Vec<u8>>)>,
+    /// Syncs whose ranges overflowed [`PENDING_RANGES`]: they start over once drained.
+    overflowed: HashSet<(PeerId, SyncTable)>,
+    /// Restarts per sync since the last tick: a peer that keeps answering with differences
+    /// gets at most [`MAX_RESTARTS`] back-to-back syncs per `sync_interval`.
+    restarts: HashMap<(PeerId, SyncTable), u32>,
+}
+
+/// Back-to-back restarts of one sync per `sync_interval`; each reconciles at least
+/// [`PENDING_RANGES`] ranges.
+const MAX_RESTARTS: u32 = 64;
+
+impl Fetches {
+    /// Queues `keys` to fetch from `peer`, in requests an answer can hold in full.
+    fn queue(&mut self, peer: PeerId, table: SyncTable, keys: Vec<Vec<u8>>) {
+        let queue = self.queued.entry(peer).or_default();
+        for chunk in keys.chunks(MAX_SYNC_RECORDS) {
+            if queue.len() >= FETCH_QUEUE {
+                // The rest waits for the next sync round.
+                break;
+            }
+            queue.push_back((table, chunk.to_vec()));
+        }
+    }
+
+    /// Sends queued fetches to `peer` while fewer than [`FETCHES_IN_FLIGHT`] are out.
+    fn pump(&mut self, swarm: &mut Swarm<Behaviour>, peer: PeerId) {
+        let out = self.in_flight.values().filter(|(p, ..)| *p == peer).count();
+        for _ in out..FETCHES_IN_FLIGHT {
+            let Some((table, keys)) = self.queued.get_mut(&peer).and_then(|q| q.pop_front()) else {
+                break;
+            };
+            let request = SyncRequest::Fetch {
+                table,
+                keys: keys.clone(),
+            };
+            let id = swarm
+                .behaviour_mut()
+                .sync
+                .send_request(&peer, request.to_bytes());
+            self.in_flight.insert(id, (peer, table, keys));
+        }
+        if self.queued.get(&peer).is_some_and(|q| q.is_empty()) {
+            self.queued.remove(&peer);
+        }
+    }
+
+    fn forget(&mut self, peer: PeerId) {
+        self.queued.remove(&peer);
+        self.in_flight.retain(|_, (p, ..)| *p != peer);
+        self.overflowed.retain(|(p, _)| *p != peer);
+        self.restarts.retain(|(p, _), _| *p != peer);
+    }
+}
+
 /// Sends the next reconcile request of a sync with `peer`, if ranges are pending.
 fn send_pending(
     swarm: &mut Swarm<Behaviour>,
@@ -650,6 +732,7 @@ fn on_sync(
     peer: PeerId,
     message: request_response::Message<Vec<u8>, Vec<u8>>,
     pending: &mut Pending,
+    fetches: &mut Fetches,
 ) {
     match message {
         request_response::Message::Request {
@@ -669,37 +752,47 @@ fn on_sync(
                 penalise(swarm, shared, peer, agentnet_trust::PeerFault::penalty(&e));
             }
         },
-        request_response::Message::Response { response, .. } => {
+        request_response::Message::Response {
+            request_id,
+            response,
+        } => {
+            let fetched = fetches.in_flight.remove(&request_id);
             match SyncResponse::from_bytes(&response) {
                 Ok(SyncResponse::Reconcile { table, ranges }) => {
                     match crate::sync::plan(shared.store.as_ref(), table, &ranges) {
                         Ok((next, fetch)) => {
-                            for keys in fetch.chunks(MAX_SYNC_FETCH_KEYS) {
-                                let request = SyncRequest::Fetch {
-                                    table,
-                                    keys: keys.to_vec(),
-                                };
-                                swarm
-                                    .behaviour_mut()
-                                    .sync
-                                    .send_request(&peer, request.to_bytes());
-                            }
+                            fetches.queue(peer, table, fetch);
                             let queue = pending.entry((peer, table)).or_default();
                             queue.extend(next);
                             // Bounded: a peer cannot make this node queue unbounded work.
-                            queue.truncate(crate::sync::REQUEST_RANGES * 64);
+                            // What does not fit is not lost: once the queue drains, the sync
+                            // starts over, and the ranges already reconciled then match.
+                            if queue.len() > PENDING_RANGES {
+                                queue.truncate(PENDING_RANGES);
+                                fetches.overflowed.insert((peer, table));
+                            }
                             send_pending(swarm, peer, table, queue);
                             if queue.is_empty() {
                                 pending.remove(&(peer, table));
+                                if fetches.overflowed.remove(&(peer, table)) {
+                                    let n = fetches.restarts.entry((peer, table)).or_default();
+                                    if *n < MAX_RESTARTS {
+                                        *n += 1;
+                                        restart_sync(swarm, shared, peer, table);
+                                    }
+                                }
                             }
                         }
                         Err(e) => tracing::warn!(error = %e, "cannot plan a sync"),
                     }
                 }
                 Ok(SyncResponse::Records(envelopes)) => {
+                    let returned = envelopes.len();
+                    let mut applied = 0usize;
                     for envelope in envelopes {
                         match shared.ingest(&envelope, Timestamp::now()) {
                             Ok(Ingested::Applied(change)) => {
+                                applied += 1;
                                 Metrics::bump(&shared.metrics.synced_records);
                                 if let Change::Card {
                                     hosted_here: true, ..
@@ -722,12 +815,27 @@ fn on_sync(
                             }
                         }
                     }
+                    // An answer cut short by its size limits: fetch what it left out, as
+                    // long as answers keep bringing something new.
+                    if let Some((_, table, keys)) = fetched
+                        && returned < keys.len()
+                        && applied > 0
+                    {
+                        let missing: Vec<Vec<u8>> = keys
+                            .into_iter()
+                            .filter(|k| matches!(shared.store.get_record(table, k), Ok(None)))
+                            .collect();
+                        if !missing.is_empty() {
+                            fetches.queue(peer, table, missing);
+                        }
+                    }
                 }
                 Err(e) => {
                     tracing::debug!(%peer, error = %e, "malformed sync response");
                     penalise(swarm, shared, peer, agentnet_trust::PeerFault::penalty(&e));
                 }
             }
+            fetches.pump(swarm, peer);
         }
     }
 }
@@ -874,6 +982,7 @@ async fn run(
     let topics: HashMap<TopicHash, SyncTable> =
         TABLES.iter().map(|t| (topic_of(*t).hash(), *t)).collect();
     let mut pending: Pending = HashMap::new();
+    let mut fetches = Fetches::default();
     let mut ticker = tokio::time::interval(sync_interval);
     ticker.tick().await;
     let mut round_robin = 0usize;
@@ -888,6 +997,7 @@ async fn run(
         tokio::select! {
             _ = ticker.tick() => {
                 refresh_scores(&mut swarm, &shared);
+                fetches.restarts.clear();
                 let peers: Vec<PeerId> = swarm.connected_peers().copied().collect();
                 if !peers.is_empty() {
                     round_robin = round_robin.wrapping_add(1);
@@ -918,6 +1028,7 @@ async fn run(
                 }
                 SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
                     pending.retain(|(peer, _), _| *peer != peer_id);
+                    fetches.forget(peer_id);
                 }
                 SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
                     for addr in info.listen_addrs.iter().take(16) {
@@ -953,7 +1064,16 @@ async fn run(
                 }
                 SwarmEvent::Behaviour(BehaviourEvent::Sync(request_response::Event::Message {
                     peer, message, ..
-                })) => on_sync(&mut swarm, &shared, peer, message, &mut pending),
+                })) => on_sync(&mut swarm, &shared, peer, message, &mut pending, &mut fetches),
+                SwarmEvent::Behaviour(BehaviourEvent::Sync(request_response::Event::OutboundFailure {
+                    peer, request_id, error, ..
+                })) => {
+                    // A fetch that failed is retried by the next sync round.
+                    if fetches.in_flight.remove(&request_id).is_some() {
+                        tracing::debug!(%peer, %error, "a sync fetch failed");
+                    }
+                    fetches.pump(&mut swarm, peer);
+                }
                 SwarmEvent::Behaviour(BehaviourEvent::Intent(request_response::Event::Message {
                     peer, message, ..
                 })) => match message {
