@@ -630,10 +630,13 @@ const FETCHES_IN_FLIGHT: usize = 2;
 /// Fetch requests queued per peer (each of at most `MAX_SYNC_RECORDS` keys).
 const FETCH_QUEUE: usize = 256;
 
+/// The keys of one fetch request, and their table.
+type FetchKeys = (SyncTable, Vec<Vec<u8>>);
+
 /// Record fetches of the syncs in progress: queued per peer, and in flight by request.
 #[derive(Debug, Default)]
 struct Fetches {
-    queued: HashMap<PeerId, VecDeque<(SyncTable, Vec<Vec<u8>>)>>,
+    queued: HashMap<PeerId, VecDeque<FetchKeys>>,
     in_flight: HashMap<request_response::OutboundRequestId, (PeerId, SyncTable, Vec<Vec<u8>>)>,
     /// Syncs whose ranges overflowed [`PENDING_RANGES`]: they start over once drained.
     overflowed: HashSet<(PeerId, SyncTable)>,
@@ -699,11 +702,8 @@ fn send_pending(
     if pending.is_empty() {
         return;
     }
-    let take = pending.len().min(crate::sync::REQUEST_RANGES);
-    let request = SyncRequest::Reconcile {
-        table,
-        ranges: pending.drain(..take).collect(),
-    };
+    let ranges = crate::sync::take_disjoint(pending);
+    let request = SyncRequest::Reconcile { table, ranges };
     swarm
         .behaviour_mut()
         .sync

@@ -187,6 +187,28 @@ pub(crate) fn plan(
     Ok((next, fetch))
 }
 
+/// Takes the next request's ranges from a sync's queue: up to [`REQUEST_RANGES`], sorted and
+/// disjoint, as a request must be (`specs/sync.md`). The queue mixes ranges from several
+/// answers, and from overlapping syncs with the same peer (on connect, on the tick), so
+/// ranges that would overlap the ones taken stay queued for a later request.
+pub(crate) fn take_disjoint(queue: &mut std::collections::VecDeque<SyncRange>) -> Vec<SyncRange> {
+    let mut all: Vec<SyncRange> = queue.drain(..).collect();
+    all.sort_by(|a, b| a.lower.cmp(&b.lower).then_with(|| a.upper.cmp(&b.upper)));
+    let mut taken: Vec<SyncRange> = Vec::with_capacity(REQUEST_RANGES);
+    for range in all {
+        let fits = taken.len() < REQUEST_RANGES
+            && taken
+                .last()
+                .is_none_or(|prev| !prev.upper.is_empty() && prev.upper <= range.lower);
+        if fits {
+            taken.push(range);
+        } else {
+            queue.push_back(range);
+        }
+    }
+    taken
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -293,5 +315,47 @@ mod tests {
         let (_, fetched) = reconcile(&a, &b);
         assert_eq!(fetched.len(), 700);
         assert_eq!(a.count(SyncTable::Registry).expect("count"), 700);
+    }
+
+    #[test]
+    fn a_request_takes_sorted_disjoint_ranges_and_leaves_the_rest() {
+        let range = |lower: &str, upper: &str| SyncRange {
+            lower: lower.as_bytes().to_vec(),
+            upper: upper.as_bytes().to_vec(),
+            summary: RangeSummary::Items(Vec::new()),
+        };
+        // Answers arrive out of key order, and a second sync overlaps the first.
+        let mut queue: std::collections::VecDeque<SyncRange> = [
+            range("m", "p"),
+            range("a", "c"),
+            range("x", ""),
+            range("b", "d"),
+            range("c", "e"),
+            range("", "a"),
+        ]
+        .into_iter()
+        .collect();
+        let taken = take_disjoint(&mut queue);
+        let bounds: Vec<(&[u8], &[u8])> =
+            taken.iter().map(|r| (&r.lower[..], &r.upper[..])).collect();
+        assert_eq!(
+            bounds,
+            vec![
+                (&b""[..], &b"a"[..]),
+                (b"a", b"c"),
+                (b"c", b"e"),
+                (b"m", b"p"),
+                (b"x", b""),
+            ]
+        );
+        // The overlapping one waits, and goes out next time.
+        assert_eq!(queue.len(), 1);
+        assert_eq!(take_disjoint(&mut queue)[0].lower, b"b".to_vec());
+        // Never more than a request may carry.
+        let mut many: std::collections::VecDeque<SyncRange> = (0..40u8)
+            .map(|i| range(&format!("k{i:02}"), &format!("k{i:02}~")))
+            .collect();
+        assert_eq!(take_disjoint(&mut many).len(), REQUEST_RANGES);
+        assert_eq!(many.len(), 40 - REQUEST_RANGES);
     }
 }

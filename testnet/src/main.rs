@@ -92,6 +92,14 @@ fn machine() -> Value {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    // Logs go to stderr, off unless RUST_LOG asks for them.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
     let Command::Run {
         scenario,
