@@ -609,3 +609,155 @@ async fn keys_rotate_with_a_grace_period_and_keep_their_budgets() {
         "expired"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_period_starts_over_and_its_ladder_fires_again() {
+    let t = gateway().await;
+    let gw = &t.gw;
+    let (admin, _) = admin(gw, "acme").await;
+    let b = budgets::create(
+        gw,
+        &admin,
+        &NewBudget {
+            scope: Scope::Org,
+            scope_id: admin.org_id.to_string(),
+            period: Period::Daily,
+            currency: "USD".into(),
+            limit_micros: 1_000,
+            auto_pause: false,
+        },
+    )
+    .await
+    .expect("budget");
+    let a = agent_did();
+    let r = budgets::reserve(gw, &admin, &request(&a, 900))
+        .await
+        .expect("reserve");
+    assert_eq!(r.alerts.len(), 1, "80% fired");
+    budgets::settle(gw.db(), &admin, r.reservation_id, 900)
+        .await
+        .expect("settle");
+    budgets::reauthorise(gw, &admin, b.id)
+        .await
+        .expect("reauthorise");
+    // Pretend all of that happened yesterday: the next reservation starts a new period.
+    for table in ["budgets", "budget_alerts", "approvals"] {
+        let column = if table == "budgets" {
+            "id"
+        } else {
+            "budget_id"
+        };
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE {table} SET period_start = period_start - interval '1 day' WHERE {column} = $1"
+        )))
+        .bind(b.id)
+        .execute(gw.db().pool())
+        .await
+        .expect("age");
+    }
+    let r = budgets::reserve(gw, &admin, &request(&a, 850))
+        .await
+        .expect("a fresh period");
+    assert_eq!(r.alerts.len(), 1, "80% fires again in the new period");
+    let now = budgets::get(gw.db(), &admin, b.id)
+        .await
+        .expect("get")
+        .expect("b");
+    assert_eq!((now.spent_micros, now.reserved_micros), (0, 850));
+    assert!(!now.reauthorised, "re-authorisation ends with its period");
+    assert!(
+        now.period_start_ms >= b.period_start_ms,
+        "the period starts on today's boundary: {now:?}"
+    );
+    assert!(matches!(
+        budgets::reserve(gw, &admin, &request(&a, 200)).await,
+        Err(BudgetError::ApprovalRequired { .. })
+    ));
+    let periods: std::collections::BTreeSet<i64> = budgets::alerts(gw.db(), &admin, b.id)
+        .await
+        .expect("alerts")
+        .into_iter()
+        .filter(|a| a.threshold == 80)
+        .map(|a| a.period_start_ms)
+        .collect();
+    assert_eq!(periods.len(), 2, "one 80% alert per period");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_reach_the_webhook_once() {
+    use axum::routing::post;
+    let received = Arc::new(std::sync::Mutex::new(Vec::<serde_json::Value>::new()));
+    let sink = received.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        post(move |axum::Json(v): axum::Json<serde_json::Value>| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().expect("lock").push(v);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let t = gateway().await;
+    let gw = &t.gw;
+    let (admin, _) = admin(gw, "acme").await;
+    let b = org_budget(gw, &admin, 1_000).await;
+    budgets::set_webhook(gw, &admin, &budgets::Webhook { url })
+        .await
+        .expect("webhook");
+    let a = agent_did();
+    budgets::reserve(gw, &admin, &request(&a, 850))
+        .await
+        .expect("80%");
+    assert!(
+        budgets::reserve(gw, &admin, &request(&a, 200))
+            .await
+            .is_err(),
+        "100%"
+    );
+    let http = reqwest::Client::new();
+    assert_eq!(
+        budgets::deliver_webhooks(gw.db(), &http)
+            .await
+            .expect("deliver"),
+        2
+    );
+    assert_eq!(
+        budgets::deliver_webhooks(gw.db(), &http)
+            .await
+            .expect("again"),
+        0,
+        "once each"
+    );
+    let got = received.lock().expect("lock").clone();
+    let events: Vec<(&str, i64)> = got
+        .iter()
+        .map(|v| {
+            (
+                v["event"].as_str().unwrap_or(""),
+                v["threshold"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        events,
+        vec![
+            ("budget.warning", 80),
+            ("budget.reauthorisation_required", 100)
+        ]
+    );
+    assert!(got.iter().all(|v| v["budget_id"] == b.id.to_string()));
+    assert!(
+        budgets::alerts(gw.db(), &admin, b.id)
+            .await
+            .expect("alerts")
+            .iter()
+            .all(|a| a.delivered_at_ms.is_some())
+    );
+}
