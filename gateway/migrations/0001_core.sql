@@ -79,7 +79,7 @@ CREATE TABLE model_prices (
     output_micros_per_mtok  bigint NOT NULL CHECK (output_micros_per_mtok >= 0),
     effective_from          timestamptz NOT NULL,
     created_at              timestamptz NOT NULL DEFAULT now(),
-    UNIQUE (org_id, model, effective_from)
+    UNIQUE (org_id, model, currency, effective_from)
 );
 
 -- Runs and their events are partitioned by month (see `ensure_partitions` below). The

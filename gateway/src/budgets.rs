@@ -187,6 +187,12 @@ const COLUMNS: &str = "id, scope, scope_id, period, currency, limit_micros, spen
 
 // Dynamic SQL below is only ever assembled from these constants; every value is bound.
 
+/// [`PERIOD_START`] over the columns of a budget aliased `b`.
+pub(crate) const PERIOD_START_OF_B: &str = "CASE b.period WHEN 'daily' THEN date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' \
+     WHEN 'weekly' THEN date_trunc('week', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' \
+     WHEN 'monthly' THEN date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' \
+     ELSE b.period_start END";
+
 /// The start of the current period, as SQL over a budget's `period` and `period_start`.
 pub(crate) const PERIOD_START: &str = "CASE period WHEN 'daily' THEN date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' \
      WHEN 'weekly' THEN date_trunc('week', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' \
@@ -213,7 +219,7 @@ fn limit_ok(limit: i64) -> Result<(), BudgetError> {
 
 /// Checks that the scope exists in the caller's organisation, and that a team lead's budget
 /// is its team's or one of its team's agents'.
-async fn scope_ok(
+pub(crate) async fn scope_ok(
     conn: &mut sqlx::PgConnection,
     actor: &Principal,
     scope: &str,
@@ -286,6 +292,7 @@ pub async fn create(
         ));
     }
     let id = Uuid::new_v4();
+    let currency = new.currency.to_ascii_uppercase();
     let mut tx = gw.db().pool().begin().await?;
     scope_ok(&mut tx, actor, new.scope.as_str(), &new.scope_id).await?;
     let created: Option<(Uuid,)> = sqlx::query_as(
@@ -299,7 +306,7 @@ pub async fn create(
         .bind(new.scope.as_str())
         .bind(&new.scope_id)
         .bind(new.period.as_str())
-        .bind(&new.currency)
+        .bind(&currency)
         .bind(new.limit_micros)
         .bind(new.auto_pause)
         .fetch_optional(&mut *tx)
@@ -450,6 +457,15 @@ pub(crate) async fn reauthorise_in(
 ) -> Result<(), BudgetError> {
     let before = lock(tx, actor, id).await?;
     scope_ok(tx, actor, &before.scope, &before.scope_id).await?;
+    // A period that has ended starts over first, or the next reservation would take the
+    // approval for a stale period and clear it.
+    sqlx::query(AssertSqlSafe(format!(
+        "UPDATE budgets SET spent_micros = 0, period_start = {PERIOD_START}
+          WHERE id = $1 AND period <> 'total' AND period_start < {PERIOD_START}"
+    )))
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
     sqlx::query("UPDATE budgets SET reauthorised = true WHERE id = $1")
         .bind(id)
         .execute(&mut *tx)
@@ -577,6 +593,14 @@ async fn open_budget_approval(
 
 /// Starts new periods: spend and re-authorisation reset on the calendar boundary.
 async fn roll_periods(conn: &mut sqlx::PgConnection, org: Uuid) -> Result<(), sqlx::Error> {
+    // Locks first, in id order, as every writer of budget rows takes them.
+    sqlx::query(AssertSqlSafe(format!(
+        "SELECT id FROM budgets WHERE org_id = $1 AND period <> 'total' AND period_start < {PERIOD_START}
+          ORDER BY id FOR UPDATE"
+    )))
+    .bind(org)
+    .execute(&mut *conn)
+    .await?;
     sqlx::query(AssertSqlSafe(format!(
         "UPDATE budgets SET spent_micros = 0, reauthorised = false, period_start = {PERIOD_START}
           WHERE org_id = $1 AND period <> 'total' AND period_start < {PERIOD_START}"
@@ -610,7 +634,10 @@ pub async fn reserve(
     if request.agent.parse::<agentnet_protocol::Did>().is_err() {
         return Err(BudgetError::Invalid("agent must be a did:key".into()));
     }
-    if request.capability.is_empty() || request.capability.len() > 128 {
+    if request.capability.is_empty()
+        || request.capability.len() > 128
+        || request.capability.chars().any(char::is_control)
+    {
         return Err(BudgetError::Invalid(
             "capability must be 1 to 128 bytes".into(),
         ));
@@ -618,12 +645,22 @@ pub async fn reserve(
     if request.callee.len() > 256 {
         return Err(BudgetError::Invalid("callee is too long".into()));
     }
-    if !request.currency.is_empty() {
+    if request.currency.is_empty() {
+        if request.amount_micros != 0 {
+            return Err(BudgetError::Invalid(
+                "an amount needs a currency (an intent without max_cost reserves 0 and no currency)"
+                    .into(),
+            ));
+        }
+    } else {
         currency_ok(&request.currency)?;
     }
+    // Currency codes compare without case: `usd` is spent against a `USD` budget.
+    let mut held = request.clone();
+    held.currency = held.currency.to_ascii_uppercase();
     let outcome = gw
         .reserver()
-        .hold(caller.org_id, &caller.key_id, request.clone())
+        .hold(caller.org_id, &caller.key_id, held)
         .await?;
     match outcome {
         Outcome::Held(reservation) => Ok(reservation),
@@ -702,7 +739,7 @@ pub async fn settle(
     let settled: Option<(i64,)> = sqlx::query_as(
         "UPDATE budget_reservations
             SET status = 'settled', settled_micros = LEAST($3, amount_micros), ended_at = now()
-          WHERE id = $1 AND org_id = $2 AND status = 'held'
+          WHERE id = $1 AND org_id = $2 AND status = 'held' AND expires_at >= now()
           RETURNING settled_micros",
     )
     .bind(reservation)

@@ -309,9 +309,13 @@ impl Writer {
     pub async fn ingest(
         &self,
         caller: &Principal,
-        request: IngestRequest,
+        mut request: IngestRequest,
     ) -> Result<IngestReport, IngestError> {
         validate(&request)?;
+        // Currency codes compare without case, as budgets and prices store them.
+        for run in &mut request.runs {
+            run.currency.make_ascii_uppercase();
+        }
         let (reply, answer) = oneshot::channel();
         let job = Job {
             org: caller.org_id,
@@ -613,15 +617,16 @@ async fn write(
             rn.cost.push(cost);
             rn.idem.push(run.idempotency_key.as_str());
             if cost > 0 {
-                *spend
+                let total = spend
                     .entry(budgets::SpendKey {
                         org: job.org,
                         agent: run.agent.clone(),
                         team,
                         key_id: job.key_id.clone(),
-                        currency: run.currency.clone(),
+                        currency: run.currency.to_ascii_uppercase(),
                     })
-                    .or_default() += cost;
+                    .or_default();
+                *total = total.saturating_add(cost).min(MAX_COST_MICROS);
             }
             report.accepted += 1;
             report.events += run.events.len();

@@ -324,6 +324,14 @@ pub async fn create_key(
     if request.name.is_empty() || request.name.len() > 128 {
         return Err(KeyError::BadRequest("name must be 1 to 128 bytes".into()));
     }
+    if request
+        .expires_at_ms
+        .is_some_and(|ms| !(0..=253_402_300_799_000).contains(&ms))
+    {
+        return Err(KeyError::BadRequest(
+            "expires_at_ms must be a time before the year 10000".into(),
+        ));
+    }
     if request.role == Role::TeamLead && request.team_id.is_none() {
         return Err(KeyError::BadRequest(
             "a team_lead key needs a team_id".into(),

@@ -236,11 +236,23 @@ impl Gateway {
     /// reservations, signing audit checkpoints, keeping partitions ahead of time and
     /// delivering alert webhooks.
     pub async fn run_maintenance(self, webhook_timeout: Duration) {
-        let http = reqwest::Client::builder()
+        // Webhooks in a task of their own: a slow receiver must not hold up the rest.
+        if let Ok(http) = reqwest::Client::builder()
             .timeout(webhook_timeout)
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .ok();
+        {
+            let db = self.db().clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = budgets::deliver_webhooks(&db, &http).await {
+                        tracing::warn!(error = %e, "cannot deliver alert webhooks");
+                    }
+                }
+            });
+        }
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         let mut last_checkpoint = tokio::time::Instant::now();
         let mut last_partitions: Option<tokio::time::Instant> = None;
@@ -261,11 +273,6 @@ impl Gateway {
                 if let Err(e) = self.db().ensure_partitions().await {
                     tracing::warn!(error = %e, "cannot create partitions");
                 }
-            }
-            if let Some(http) = &http
-                && let Err(e) = budgets::deliver_webhooks(self.db(), http).await
-            {
-                tracing::warn!(error = %e, "cannot deliver alert webhooks");
             }
         }
     }

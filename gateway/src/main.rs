@@ -133,8 +133,8 @@ async fn main() -> Result<()> {
                 .with_context(|| format!("cannot use the database at {}", cli.database_url))?;
             let gw = Gateway::new(db, key, None, GatewayConfig::default());
             let (org_id, key) = keys::init_org(&gw, org).await?;
-            println!("org      {org_id}");
-            println!("key id   {}", key.key_id);
+            println!("org_id   {org_id}");
+            println!("key_id   {}", key.key_id);
             println!("key      {}", key.key);
             println!("gateway  {}", gw.did());
             println!("(store the key now: only its hash is kept)");

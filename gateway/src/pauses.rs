@@ -190,6 +190,18 @@ pub(crate) async fn pause_by_gateway(
     reason: &str,
 ) -> Result<PauseRecord, PauseError> {
     let reason: String = reason.chars().take(MAX_REASON_LEN / 4).collect();
+    // Only the organisation's own agents: anyone can name any DID in a reservation, and a
+    // pause notice is obeyed network-wide.
+    let own: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM agents WHERE org_id = $1 AND did = $2")
+        .bind(org)
+        .bind(agent)
+        .fetch_optional(gw.db().pool())
+        .await?;
+    if own.is_none() {
+        return Err(PauseError::Invalid(format!(
+            "{agent} is not an agent of this organisation; it is not paused"
+        )));
+    }
     record(
         gw,
         org,

@@ -469,11 +469,33 @@ pub async fn decide(
         };
         team_lead_ok(actor, team)?;
     }
-    if approve
-        && kind == "budget"
+    if kind == "budget"
         && let Some(budget) = budget
     {
-        budgets::reauthorise_in(&mut tx, actor, budget).await?;
+        // A team lead decides only its own team's budgets, either way; and an approval opened
+        // in an earlier period does not re-authorise the current one.
+        let found: Option<(String, String, bool)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT b.scope, b.scope_id, a.period_start = ({start})
+               FROM budgets b JOIN approvals a ON a.budget_id = b.id
+              WHERE b.id = $1 AND b.org_id = $2 AND a.id = $3",
+            start = budgets::PERIOD_START_OF_B,
+        )))
+        .bind(budget)
+        .bind(actor.org_id)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (scope, scope_id, current) = found.ok_or(PolicyError::NotFound("budget"))?;
+        budgets::scope_ok(&mut tx, actor, &scope, &scope_id).await?;
+        if approve && !current {
+            return Err(PolicyError::Invalid(format!(
+                "approval {id} was for an earlier period of the budget; a new one opens when \
+                 the budget reaches its limit again"
+            )));
+        }
+        if approve {
+            budgets::reauthorise_in(&mut tx, actor, budget).await?;
+        }
     }
     let approval: Approval = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE approvals SET status = $3, decided_by = $4, decided_at = now(), reason = $5

@@ -127,10 +127,12 @@ async fn run(db: Db, mut rx: mpsc::Receiver<HoldJob>) {
     }
 }
 
+/// Only a deadlock or a serialisation failure is retried: Postgres aborted that
+/// transaction, so nothing of it was committed. An I/O error may have come from the commit
+/// itself, after the holds were made durable, and a retry would hold them twice.
 fn retryable(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Database(d) => matches!(d.code().as_deref(), Some("40P01" | "40001")),
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => true,
         _ => false,
     }
 }

@@ -150,9 +150,12 @@ fn page_size(limit: Option<i64>) -> Result<i64, RunsError> {
     Ok(n)
 }
 
+/// The latest time any query takes: 9999-12-31.
+const LATEST_MS: i64 = 253_402_300_799_000;
+
 fn range(from: Option<i64>, to: Option<i64>) -> Result<(f64, f64), RunsError> {
     let from = from.unwrap_or(0);
-    let to = to.unwrap_or(i64::from(i32::MAX) * 1000 * 2);
+    let to = to.unwrap_or(LATEST_MS).min(LATEST_MS);
     if from < 0 || to < from {
         return Err(RunsError::Invalid(
             "from_ms and to_ms must be times with from_ms <= to_ms".into(),
@@ -459,7 +462,7 @@ pub async fn add_price(gw: &Gateway, actor: &Principal, p: &NewPrice) -> Result<
             return Err(RunsError::Invalid(format!("{what} is out of range")));
         }
     }
-    if p.effective_from_ms < 0 {
+    if !(0..=LATEST_MS).contains(&p.effective_from_ms) {
         return Err(RunsError::Invalid(
             "effective_from_ms must be a time".into(),
         ));
@@ -468,12 +471,12 @@ pub async fn add_price(gw: &Gateway, actor: &Principal, p: &NewPrice) -> Result<
     let price: Option<Price> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "INSERT INTO model_prices (org_id, model, currency, input_micros_per_mtok, output_micros_per_mtok, effective_from)
          VALUES ($1, $2, $3, $4, $5, to_timestamp($6::float8 / 1000))
-         ON CONFLICT (org_id, model, effective_from) DO NOTHING
+         ON CONFLICT (org_id, model, currency, effective_from) DO NOTHING
          RETURNING {PRICE_COLUMNS}"
     )))
     .bind(actor.org_id)
     .bind(&p.model)
-    .bind(&p.currency)
+    .bind(p.currency.to_ascii_uppercase())
     .bind(p.input_micros_per_mtok)
     .bind(p.output_micros_per_mtok)
     .bind(p.effective_from_ms as f64)

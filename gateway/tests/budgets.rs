@@ -761,3 +761,64 @@ async fn alerts_reach_the_webhook_once() {
             .all(|a| a.delivered_at_ms.is_some())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_orgs_hard_stop_cannot_pause_this_orgs_agent() {
+    let t = gateway().await;
+    let gw = &t.gw;
+    let (a, _) = admin(gw, "org-a").await;
+    let (b, _) = admin(gw, "org-b").await;
+    let victim = agent_did();
+    orgs::create_agent(
+        gw,
+        &a,
+        &AgentRequest {
+            did: victim.clone(),
+            name: "a-bot".into(),
+            team_id: None,
+        },
+    )
+    .await
+    .expect("agent");
+    // Org B names A's agent in its own reservations and drives its own auto-pause budget to
+    // the hard stop.
+    budgets::create(
+        gw,
+        &b,
+        &NewBudget {
+            scope: Scope::Key,
+            scope_id: b.key_id.clone(),
+            period: Period::Total,
+            currency: "USD".into(),
+            limit_micros: 100,
+            auto_pause: true,
+        },
+    )
+    .await
+    .expect("budget");
+    assert!(matches!(
+        budgets::reserve(gw, &b, &request(&victim, 1_000)).await,
+        Err(BudgetError::HardStop { .. })
+    ));
+    assert!(
+        pauses::paused(gw, &a).await.expect("paused").is_empty(),
+        "A's agent is not paused"
+    );
+    assert!(
+        t.published.0.lock().expect("lock").is_empty(),
+        "no notice went out"
+    );
+    // Amounts need a currency, and currencies compare without case.
+    let mut free = request(&victim, 5);
+    free.currency = String::new();
+    assert!(matches!(
+        budgets::reserve(gw, &b, &free).await,
+        Err(BudgetError::Invalid(_))
+    ));
+    let mut lower = request(&victim, 1_000);
+    lower.currency = "usd".into();
+    assert!(matches!(
+        budgets::reserve(gw, &b, &lower).await,
+        Err(BudgetError::HardStop { .. })
+    ));
+}

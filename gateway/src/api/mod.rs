@@ -28,7 +28,7 @@ use uuid::Uuid;
 
 use crate::budgets::BudgetError;
 use crate::ingest::IngestError;
-use crate::keys::{self, KeyError, KeyScope, Principal};
+use crate::keys::{KeyError, KeyScope, Principal};
 use crate::orgs::OrgError;
 use crate::pauses::PauseError;
 use crate::policies::{PolicyError, PolicyRefusal};
@@ -450,8 +450,9 @@ impl FromRequestParts<Gateway> for Caller {
                     "send `Authorization: Bearer agn_<key id>_<secret>`",
                 )
             })?;
-        let (key_id, _) = keys::parse(key)?;
-        if let Err(wait) = gw.limiter().check(key_id) {
+        // Authenticated first: a caller who knows only a key's id cannot spend its allowance.
+        let principal = gw.authenticate(key).await?;
+        if let Err(wait) = gw.limiter().check(&principal.key_id) {
             gw.metrics().rate_limited.fetch_add(1, Ordering::Relaxed);
             let mut e = ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -461,10 +462,10 @@ impl FromRequestParts<Gateway> for Caller {
                     wait.as_millis()
                 ),
             );
-            e.retry_after = Some(wait.as_secs().max(1));
+            e.retry_after = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
             return Err(e);
         }
-        Ok(Caller(gw.authenticate(key).await?))
+        Ok(Caller(principal))
     }
 }
 
