@@ -871,19 +871,18 @@ pub(crate) struct SpendKey {
     pub(crate) currency: String,
 }
 
-/// A budget that an ingested cost pushed past a threshold.
+/// A budget with `auto_pause` that an ingested cost pushed to its hard stop.
 #[derive(Clone, Debug)]
 pub(crate) struct Crossed {
     org: Uuid,
     budget: Uuid,
     agent: String,
-    thresholds: Vec<i32>,
-    auto_pause: bool,
 }
 
-/// Adds ingested spend to every budget it counts against (inside the ingestion transaction)
-/// and returns the thresholds it crossed. Ingested spend has already happened, so it is
-/// added even past the hard stop; the ladder then refuses further reservations.
+/// Adds ingested spend to every budget it counts against, and records the ladder's alerts it
+/// crossed, all inside the ingestion's transaction; returns the `auto_pause` budgets it
+/// brought to the hard stop. Ingested spend has already happened, so it is added even past
+/// the hard stop; the ladder then refuses further reservations.
 pub(crate) async fn charge(
     tx: &mut sqlx::PgConnection,
     spend: &HashMap<SpendKey, i64>,
@@ -951,46 +950,34 @@ pub(crate) async fn charge(
         .bind(i64::MAX / 2)
         .fetch_one(&mut *tx)
         .await?;
-        let mut thresholds = Vec::new();
+        // The ladder's alerts are recorded in the ingestion's transaction, so they commit
+        // with the spend that crossed them; only the pause waits for the commit.
+        let mut stopped = false;
         for (pct, line) in [(80, limit * 4 / 5), (100, limit), (120, limit + limit / 5)] {
             if before < line && after >= line {
-                thresholds.push(pct);
+                let fired = alert(&mut *tx, budget, pct).await?;
+                if pct == 100 {
+                    open_budget_approval(&mut *tx, org, budget, "gateway").await?;
+                }
+                stopped |= pct == 120 && fired;
             }
         }
-        if !thresholds.is_empty() {
+        if stopped && auto_pause {
             crossed.push(Crossed {
                 org,
                 budget,
                 agent: agent.to_owned(),
-                thresholds,
-                auto_pause,
             });
         }
     }
     Ok(crossed)
 }
 
-/// Records the alerts ingested spend crossed, opens re-authorisation at 100%, and pauses at
-/// the hard stop; after the ingestion commit, so its answer does not wait on a pause.
+/// Pauses the agents whose ingested spend brought an `auto_pause` budget to its hard stop,
+/// after the ingestion's commit.
 pub(crate) async fn after_charge(gw: &Gateway, crossed: Vec<Crossed>) {
     for c in crossed {
-        let result: Result<(), BudgetError> = async {
-            let mut conn = gw.db().pool().acquire().await?;
-            for &t in &c.thresholds {
-                let fired = alert(&mut conn, c.budget, t).await?;
-                if t == 100 {
-                    open_budget_approval(&mut conn, c.org, c.budget, "gateway").await?;
-                }
-                if t == 120 && fired && c.auto_pause {
-                    auto_pause_agent(gw, c.org, &c.agent, c.budget).await;
-                }
-            }
-            Ok(())
-        }
-        .await;
-        if let Err(e) = result {
-            tracing::warn!(error = %e, budget = %c.budget, "cannot record budget alerts");
-        }
+        auto_pause_agent(gw, c.org, &c.agent, c.budget).await;
     }
 }
 

@@ -267,6 +267,12 @@ async fn ingested_spend_counts_against_budgets_and_fires_the_ladder() {
         .map(|a| a.threshold)
         .collect();
     assert_eq!(fired, vec![80, 100]);
+    // Reaching 100% opened the re-authorisation approval, in the ingestion's transaction.
+    let pending = agentnet_gateway::policies::approvals(gw, &admin, Some("pending"))
+        .await
+        .expect("approvals");
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].budget_id, Some(budget.id));
     // At 100%, a reservation needs re-authorisation.
     assert!(matches!(
         budgets::reserve(
