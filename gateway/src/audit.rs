@@ -166,6 +166,25 @@ impl Auditor {
         Ok(seq)
     }
 
+    /// Appends what `actor` did to its organisation's chain, inside the transaction of the
+    /// change (see [`append`](Self::append)).
+    pub async fn record(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        actor: &crate::keys::Principal,
+        action: &str,
+        subject: &str,
+        detail: &str,
+    ) -> Result<i64, sqlx::Error> {
+        let entry = Entry {
+            actor: &actor.key_id,
+            action,
+            subject,
+            detail,
+        };
+        self.append(tx, actor.org_id, entry).await
+    }
+
     async fn insert_checkpoint(
         &self,
         tx: &mut sqlx::PgConnection,

@@ -17,7 +17,6 @@ use std::collections::HashMap;
 use sqlx::AssertSqlSafe;
 use uuid::Uuid;
 
-use crate::audit::Entry;
 use crate::db::Db;
 use crate::keys::Principal;
 use crate::reserver::Outcome;
@@ -322,23 +321,20 @@ pub async fn create(
     .fetch_one(&mut *tx)
     .await?;
     gw.audit()
-        .append(
+        .record(
             &mut tx,
-            actor.org_id,
-            Entry {
-                actor: &actor.key_id,
-                action: "budget.create",
-                subject: &id.to_string(),
-                detail: &format!(
-                    "scope={} {}; period={}; limit={} {}; auto_pause={}",
-                    new.scope.as_str(),
-                    new.scope_id,
-                    new.period.as_str(),
-                    new.limit_micros,
-                    new.currency,
-                    new.auto_pause
-                ),
-            },
+            actor,
+            "budget.create",
+            &id.to_string(),
+            &format!(
+                "scope={} {}; period={}; limit={} {}; auto_pause={}",
+                new.scope.as_str(),
+                new.scope_id,
+                new.period.as_str(),
+                new.limit_micros,
+                new.currency,
+                new.auto_pause
+            ),
         )
         .await?;
     tx.commit().await?;
@@ -390,18 +386,15 @@ pub async fn update(
     .fetch_one(&mut *tx)
     .await?;
     gw.audit()
-        .append(
+        .record(
             &mut tx,
-            actor.org_id,
-            Entry {
-                actor: &actor.key_id,
-                action: "budget.update",
-                subject: &id.to_string(),
-                detail: &format!(
-                    "limit_micros={:?}; auto_pause={:?}",
-                    change.limit_micros, change.auto_pause
-                ),
-            },
+            actor,
+            "budget.update",
+            &id.to_string(),
+            &format!(
+                "limit_micros={:?}; auto_pause={:?}",
+                change.limit_micros, change.auto_pause
+            ),
         )
         .await?;
     tx.commit().await?;
@@ -433,16 +426,7 @@ pub async fn delete(gw: &Gateway, actor: &Principal, id: Uuid) -> Result<(), Bud
         .execute(&mut *tx)
         .await?;
     gw.audit()
-        .append(
-            &mut tx,
-            actor.org_id,
-            Entry {
-                actor: &actor.key_id,
-                action: "budget.delete",
-                subject: &id.to_string(),
-                detail: "",
-            },
-        )
+        .record(&mut tx, actor, "budget.delete", &id.to_string(), "")
         .await?;
     tx.commit().await?;
     Ok(())
@@ -487,16 +471,7 @@ pub async fn reauthorise(gw: &Gateway, actor: &Principal, id: Uuid) -> Result<()
     .execute(&mut *tx)
     .await?;
     gw.audit()
-        .append(
-            &mut tx,
-            actor.org_id,
-            Entry {
-                actor: &actor.key_id,
-                action: "budget.reauthorise",
-                subject: &id.to_string(),
-                detail: "",
-            },
-        )
+        .record(&mut tx, actor, "budget.reauthorise", &id.to_string(), "")
         .await?;
     tx.commit().await?;
     Ok(())
@@ -1013,15 +988,12 @@ pub async fn set_webhook(
     .execute(&mut *tx)
     .await?;
     gw.audit()
-        .append(
+        .record(
             &mut tx,
-            actor.org_id,
-            Entry {
-                actor: &actor.key_id,
-                action: "webhook.set",
-                subject: &actor.org_id.to_string(),
-                detail: &format!("url={}", hook.url),
-            },
+            actor,
+            "webhook.set",
+            &actor.org_id.to_string(),
+            &format!("url={}", hook.url),
         )
         .await?;
     tx.commit().await?;

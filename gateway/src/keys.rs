@@ -359,22 +359,19 @@ pub async fn create_key(
     }
     let key = insert_key(&mut tx, actor.org_id, request).await?;
     gw.audit()
-        .append(
+        .record(
             &mut tx,
-            actor.org_id,
-            Entry {
-                actor: &actor.key_id,
-                action: "key.create",
-                subject: &key.key_id,
-                detail: &format!(
-                    "name={}; role={}; team={:?}; scopes={:?}; expires_at_ms={:?}",
-                    request.name,
-                    request.role.as_str(),
-                    request.team_id,
-                    request.scopes,
-                    request.expires_at_ms
-                ),
-            },
+            actor,
+            "key.create",
+            &key.key_id,
+            &format!(
+                "name={}; role={}; team={:?}; scopes={:?}; expires_at_ms={:?}",
+                request.name,
+                request.role.as_str(),
+                request.team_id,
+                request.scopes,
+                request.expires_at_ms
+            ),
         )
         .await?;
     tx.commit().await?;
@@ -463,15 +460,12 @@ pub async fn rotate(
         return Err(KeyError::NotFound);
     };
     gw.audit()
-        .append(
+        .record(
             &mut tx,
-            actor.org_id,
-            Entry {
-                actor: &actor.key_id,
-                action: "key.rotate",
-                subject: key_id,
-                detail: &format!("grace_secs={grace_secs}"),
-            },
+            actor,
+            "key.rotate",
+            key_id,
+            &format!("grace_secs={grace_secs}"),
         )
         .await?;
     tx.commit().await?;
@@ -499,16 +493,7 @@ pub async fn revoke(gw: &Gateway, actor: &Principal, key_id: &str) -> Result<(),
         return Err(KeyError::NotFound);
     }
     gw.audit()
-        .append(
-            &mut tx,
-            actor.org_id,
-            Entry {
-                actor: &actor.key_id,
-                action: "key.revoke",
-                subject: key_id,
-                detail: "",
-            },
-        )
+        .record(&mut tx, actor, "key.revoke", key_id, "")
         .await?;
     tx.commit().await?;
     gw.forget_key(Some(key_id));

@@ -3,7 +3,6 @@
 use agentnet_protocol::Did;
 use uuid::Uuid;
 
-use crate::audit::Entry;
 use crate::keys::Principal;
 use crate::{Gateway, Role, credentials};
 
@@ -81,15 +80,12 @@ pub async fn rename_org(gw: &Gateway, actor: &Principal, name: &str) -> Result<O
             }
         })?;
     gw.audit()
-        .append(
+        .record(
             &mut tx,
-            actor.org_id,
-            Entry {
-                actor: &actor.key_id,
-                action: "org.rename",
-                subject: &actor.org_id.to_string(),
-                detail: &format!("name={name}"),
-            },
+            actor,
+            "org.rename",
+            &actor.org_id.to_string(),
+            &format!("name={name}"),
         )
         .await?;
     tx.commit().await?;
@@ -131,15 +127,12 @@ pub async fn create_team(gw: &Gateway, actor: &Principal, name: &str) -> Result<
         }
     })?;
     gw.audit()
-        .append(
+        .record(
             &mut tx,
-            actor.org_id,
-            Entry {
-                actor: &actor.key_id,
-                action: "team.create",
-                subject: &id.to_string(),
-                detail: &format!("name={name}"),
-            },
+            actor,
+            "team.create",
+            &id.to_string(),
+            &format!("name={name}"),
         )
         .await?;
     tx.commit().await?;
@@ -194,15 +187,12 @@ pub async fn rename_team(
     })?;
     let team = team.ok_or(OrgError::NotFound("team"))?;
     gw.audit()
-        .append(
+        .record(
             &mut tx,
-            actor.org_id,
-            Entry {
-                actor: &actor.key_id,
-                action: "team.rename",
-                subject: &id.to_string(),
-                detail: &format!("name={name}"),
-            },
+            actor,
+            "team.rename",
+            &id.to_string(),
+            &format!("name={name}"),
         )
         .await?;
     tx.commit().await?;
@@ -245,16 +235,7 @@ pub async fn delete_team(gw: &Gateway, actor: &Principal, id: Uuid) -> Result<()
         return Err(OrgError::NotFound("team"));
     }
     gw.audit()
-        .append(
-            &mut tx,
-            actor.org_id,
-            Entry {
-                actor: &actor.key_id,
-                action: "team.delete",
-                subject: &id.to_string(),
-                detail: "",
-            },
-        )
+        .record(&mut tx, actor, "team.delete", &id.to_string(), "")
         .await?;
     tx.commit().await?;
     Ok(())
@@ -355,20 +336,17 @@ pub async fn create_member(
         }
     })?;
     gw.audit()
-        .append(
+        .record(
             &mut tx,
-            actor.org_id,
-            Entry {
-                actor: &actor.key_id,
-                action: "member.create",
-                subject: &id.to_string(),
-                detail: &format!(
-                    "email={}; role={}; team={:?}",
-                    m.email,
-                    m.role.as_str(),
-                    m.team_id
-                ),
-            },
+            actor,
+            "member.create",
+            &id.to_string(),
+            &format!(
+                "email={}; role={}; team={:?}",
+                m.email,
+                m.role.as_str(),
+                m.team_id
+            ),
         )
         .await?;
     tx.commit().await?;
@@ -428,20 +406,17 @@ pub async fn update_member(
     })?;
     let member = member.ok_or(OrgError::NotFound("member"))?;
     gw.audit()
-        .append(
+        .record(
             &mut tx,
-            actor.org_id,
-            Entry {
-                actor: &actor.key_id,
-                action: "member.update",
-                subject: &id.to_string(),
-                detail: &format!(
-                    "email={}; role={}; team={:?}",
-                    m.email,
-                    m.role.as_str(),
-                    m.team_id
-                ),
-            },
+            actor,
+            "member.update",
+            &id.to_string(),
+            &format!(
+                "email={}; role={}; team={:?}",
+                m.email,
+                m.role.as_str(),
+                m.team_id
+            ),
         )
         .await?;
     tx.commit().await?;
@@ -470,15 +445,12 @@ pub async fn delete_member(gw: &Gateway, actor: &Principal, id: Uuid) -> Result<
         return Err(OrgError::NotFound("member"));
     }
     gw.audit()
-        .append(
+        .record(
             &mut tx,
-            actor.org_id,
-            Entry {
-                actor: &actor.key_id,
-                action: "member.delete",
-                subject: &id.to_string(),
-                detail: &format!("keys_revoked={revoked}"),
-            },
+            actor,
+            "member.delete",
+            &id.to_string(),
+            &format!("keys_revoked={revoked}"),
         )
         .await?;
     tx.commit().await?;
@@ -570,15 +542,12 @@ pub async fn create_agent(
         }
     })?;
     gw.audit()
-        .append(
+        .record(
             &mut tx,
-            actor.org_id,
-            Entry {
-                actor: &actor.key_id,
-                action: "agent.create",
-                subject: did.as_str(),
-                detail: &format!("name={}; team={:?}", a.name, a.team_id),
-            },
+            actor,
+            "agent.create",
+            did.as_str(),
+            &format!("name={}; team={:?}", a.name, a.team_id),
         )
         .await?;
     tx.commit().await?;
@@ -644,15 +613,12 @@ pub async fn update_agent(
     .await?
     .ok_or(OrgError::NotFound("agent"))?;
     gw.audit()
-        .append(
+        .record(
             &mut tx,
-            actor.org_id,
-            Entry {
-                actor: &actor.key_id,
-                action: "agent.update",
-                subject: did,
-                detail: &format!("name={}; team={:?}", a.name, a.team_id),
-            },
+            actor,
+            "agent.update",
+            did,
+            &format!("name={}; team={:?}", a.name, a.team_id),
         )
         .await?;
     tx.commit().await?;
@@ -674,16 +640,7 @@ pub async fn delete_agent(gw: &Gateway, actor: &Principal, did: &str) -> Result<
         return Err(OrgError::NotFound("agent"));
     }
     gw.audit()
-        .append(
-            &mut tx,
-            actor.org_id,
-            Entry {
-                actor: &actor.key_id,
-                action: "agent.delete",
-                subject: did,
-                detail: "",
-            },
-        )
+        .record(&mut tx, actor, "agent.delete", did, "")
         .await?;
     tx.commit().await?;
     Ok(())

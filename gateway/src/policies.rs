@@ -279,22 +279,19 @@ pub async fn create(gw: &Gateway, actor: &Principal, p: &NewPolicy) -> Result<Po
     .fetch_one(&mut *tx)
     .await?;
     gw.audit()
-        .append(
+        .record(
             &mut tx,
-            actor.org_id,
-            Entry {
-                actor: &actor.key_id,
-                action: "policy.create",
-                subject: &id.to_string(),
-                detail: &format!(
-                    "scope={} {}; kind={}; capability={:?}; max_cost_micros={:?}",
-                    p.scope.as_str(),
-                    p.scope_id,
-                    p.kind.as_str(),
-                    p.capability,
-                    p.max_cost_micros
-                ),
-            },
+            actor,
+            "policy.create",
+            &id.to_string(),
+            &format!(
+                "scope={} {}; kind={}; capability={:?}; max_cost_micros={:?}",
+                p.scope.as_str(),
+                p.scope_id,
+                p.kind.as_str(),
+                p.capability,
+                p.max_cost_micros
+            ),
         )
         .await?;
     tx.commit().await?;
@@ -331,16 +328,7 @@ pub async fn delete(gw: &Gateway, actor: &Principal, id: Uuid) -> Result<(), Pol
         .execute(&mut *tx)
         .await?;
     gw.audit()
-        .append(
-            &mut tx,
-            actor.org_id,
-            Entry {
-                actor: &actor.key_id,
-                action: "policy.delete",
-                subject: &id.to_string(),
-                detail: "",
-            },
-        )
+        .record(&mut tx, actor, "policy.delete", &id.to_string(), "")
         .await?;
     tx.commit().await?;
     Ok(())

@@ -486,22 +486,19 @@ pub async fn add_price(gw: &Gateway, actor: &Principal, p: &NewPrice) -> Result<
         RunsError::Invalid("a price for this model from this time exists already".into())
     })?;
     gw.audit()
-        .append(
+        .record(
             &mut tx,
-            actor.org_id,
-            crate::audit::Entry {
-                actor: &actor.key_id,
-                action: "price.add",
-                subject: &p.model,
-                detail: &format!(
-                    "id={}; {} {} in, {} out per Mtok from {}",
-                    price.id,
-                    p.currency,
-                    p.input_micros_per_mtok,
-                    p.output_micros_per_mtok,
-                    p.effective_from_ms
-                ),
-            },
+            actor,
+            "price.add",
+            &p.model,
+            &format!(
+                "id={}; {} {} in, {} out per Mtok from {}",
+                price.id,
+                p.currency,
+                p.input_micros_per_mtok,
+                p.output_micros_per_mtok,
+                p.effective_from_ms
+            ),
         )
         .await?;
     tx.commit().await?;
