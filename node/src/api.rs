@@ -1122,6 +1122,24 @@ async fn metrics(State(node): State<NodeHandle>) -> Result<Response, ApiError> {
         m.gossip_ignored,
     );
     put(
+        "gossip_received_total",
+        "counter",
+        "Gossip messages received.",
+        m.gossip_received,
+    );
+    put(
+        "gossip_received_bytes_total",
+        "counter",
+        "Payload bytes of the gossip messages received.",
+        m.gossip_bytes,
+    );
+    put(
+        "gossip_dropped_total",
+        "counter",
+        "Gossip messages dropped by fault injection.",
+        m.gossip_dropped,
+    );
+    put(
         "synced_records_total",
         "counter",
         "Records learnt by anti-entropy.",

@@ -160,6 +160,12 @@ pub struct MetricsSnapshot {
     pub gossip_rejected: u64,
     /// Gossip messages ignored as stale.
     pub gossip_ignored: u64,
+    /// Gossip messages received (after gossipsub's own de-duplication by message id).
+    pub gossip_received: u64,
+    /// Bytes of the gossip messages received (payloads).
+    pub gossip_bytes: u64,
+    /// Gossip messages dropped unread by fault injection (`NodeConfig::gossip_loss`).
+    pub gossip_dropped: u64,
     /// Records learnt by anti-entropy.
     pub synced_records: u64,
     /// Intents sent.
@@ -532,6 +538,9 @@ impl NodeHandle {
             gossip_accepted: get(&m.gossip_accepted),
             gossip_rejected: get(&m.gossip_rejected),
             gossip_ignored: get(&m.gossip_ignored),
+            gossip_received: get(&m.gossip_received),
+            gossip_bytes: get(&m.gossip_bytes),
+            gossip_dropped: get(&m.gossip_dropped),
             synced_records: get(&m.synced_records),
             intents_sent: get(&m.intents_sent),
             intents_received: get(&m.intents_received),
@@ -783,6 +792,17 @@ impl NodeHandle {
                 outcome.error = Some(format!("malformed answer: {e}"));
             }
         }
+    }
+
+    /// Blocks `peers` (at most [`crate::MAX_BLOCKED_PER_COMMAND`] per call): their
+    /// connections are closed, and new ones refused, in both directions, until unblocked.
+    pub async fn block_peers(&self, peers: Vec<PeerId>) -> Result<(), NodeError> {
+        self.ask(|tx| Command::Block(peers, true, tx)).await
+    }
+
+    /// Lifts a block on `peers`. Nothing redials them: dial them again, or wait for them.
+    pub async fn unblock_peers(&self, peers: Vec<PeerId>) -> Result<(), NodeError> {
+        self.ask(|tx| Command::Block(peers, false, tx)).await
     }
 
     /// Stops the swarm task.

@@ -50,4 +50,6 @@ pub use intent::{
     AgentReply, BUDGET_TIMEOUT, BoxFuture, BudgetError, BudgetGate, HttpBudgetGate, IntentHandler,
     IntentLimits, Reservation, ReserveRequest, SettleRequest,
 };
-pub use node::{GatewayConfig, Node, NodeBuilder, NodeConfig, NodeError, STORE_FILE};
+pub use node::{
+    GatewayConfig, MAX_BLOCKED_PER_COMMAND, Node, NodeBuilder, NodeConfig, NodeError, STORE_FILE,
+};

@@ -33,7 +33,7 @@ use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, TopicHash};
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    Multiaddr, PeerId, StreamProtocol, Swarm, connection_limits, identify, kad, mdns, ping,
+    Multiaddr, PeerId, StreamProtocol, Swarm, allow_block_list, connection_limits, identify, kad, mdns, ping,
     request_response,
 };
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -67,6 +67,8 @@ const MAX_PENDING_INTENTS: usize = 4096;
 const MAX_GOSSIP_MESSAGE: usize = 256 * 1024;
 /// Peers with a penalty score at once.
 const MAX_SCORED_PEERS: usize = 10_000;
+/// Peers one block or unblock command names at most.
+pub const MAX_BLOCKED_PER_COMMAND: usize = 4096;
 /// How fast penalties are forgiven.
 const PENALTY_HALF_LIFE: Duration = Duration::from_secs(10 * 60);
 
@@ -121,6 +123,12 @@ pub struct NodeConfig {
     /// A directory holding all-MiniLM-L6-v2 (`scripts/fetch-minilm.sh`). Without it, or in a
     /// build without the `minilm` feature, the node says so and uses the lexical embedder.
     pub minilm_dir: Option<PathBuf>,
+    /// The share (0 to 1) of inbound gossip messages this node drops unread, as if lost on
+    /// the way: fault injection for testnets. Default 0. A dropped message is neither
+    /// applied nor forwarded; anti-entropy delivers its record later.
+    pub gossip_loss: f64,
+    /// The seed of the choice of which messages [`NodeConfig::gossip_loss`] drops.
+    pub fault_seed: u64,
 }
 
 impl NodeConfig {
@@ -146,6 +154,8 @@ impl NodeConfig {
             pause_issuers: Vec::new(),
             gateway: None,
             minilm_dir: None,
+            gossip_loss: 0.0,
+            fault_seed: 0,
         }
     }
 }
@@ -217,6 +227,7 @@ impl std::fmt::Debug for NodeBuilder {
 
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
+    blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
     limits: connection_limits::Behaviour,
     gossipsub: gossipsub::Behaviour,
     identify: identify::Behaviour,
@@ -242,6 +253,9 @@ pub(crate) enum Command {
     FindHosts(Did, oneshot::Sender<Result<Vec<PeerId>, NodeError>>),
     SendIntent(PeerId, Vec<u8>, oneshot::Sender<IntentReply>),
     Disconnect(PeerId, oneshot::Sender<bool>),
+    /// Blocks (true) or unblocks (false) peers: a blocked peer's connections are closed and
+    /// refused both ways.
+    Block(Vec<PeerId>, bool, oneshot::Sender<()>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -365,6 +379,7 @@ impl NodeBuilder {
             config.gossip,
             config.sync_interval,
             hosted,
+            Loss::new(config.gossip_loss, config.fault_seed),
         ));
         Ok(NodeHandle::new(tx, shared))
     }
@@ -495,6 +510,7 @@ fn build_swarm(keypair: &Keypair, config: &NodeConfig) -> Result<Swarm<Behaviour
                 None
             };
             Ok(Behaviour {
+                blocked: allow_block_list::Behaviour::default(),
                 limits: connection_limits::Behaviour::new(limits),
                 gossipsub,
                 identify: identify::Behaviour::new(identify::Config::new(
@@ -643,6 +659,32 @@ struct Fetches {
     /// Restarts per sync since the last tick: a peer that keeps answering with differences
     /// gets at most [`MAX_RESTARTS`] back-to-back syncs per `sync_interval`.
     restarts: HashMap<(PeerId, SyncTable), u32>,
+    /// Tables that learnt records by sync since the last spread ([`SPREAD_INTERVAL`]).
+    fresh: HashSet<SyncTable>,
+}
+
+/// How often a node that learnt records by sync reconciles that table with its other
+/// peers, so that what one peer brought reaches those it connects to without waiting for
+/// the round-robin `sync_interval` (a healed partition, a restarted node).
+const SPREAD_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Opens a sync of `table` with each of `peers`, computing the opening once.
+fn spread(swarm: &mut Swarm<Behaviour>, shared: &Shared, table: SyncTable, peers: &[PeerId]) {
+    if peers.is_empty() {
+        return;
+    }
+    match crate::sync::opening(shared.store.as_ref(), table) {
+        Ok(request) => {
+            let bytes = request.to_bytes();
+            for peer in peers {
+                swarm
+                    .behaviour_mut()
+                    .sync
+                    .send_request(peer, bytes.clone());
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot spread a sync"),
+    }
 }
 
 /// Back-to-back restarts of one sync per `sync_interval`; each reconciles at least
@@ -817,6 +859,11 @@ fn on_sync(
                     }
                     // An answer cut short by its size limits: fetch what it left out, as
                     // long as answers keep bringing something new.
+                    if let Some((_, table, _)) = &fetched
+                        && applied > 0
+                    {
+                        fetches.fresh.insert(*table);
+                    }
                     if let Some((_, table, keys)) = fetched
                         && returned < keys.len()
                         && applied > 0
@@ -865,7 +912,22 @@ fn on_gossip(
     propagation_source: PeerId,
     message_id: gossipsub::MessageId,
     message: gossipsub::Message,
+    loss: &mut Loss,
 ) {
+    Metrics::bump(&shared.metrics.gossip_received);
+    shared
+        .metrics
+        .gossip_bytes
+        .fetch_add(message.data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    if loss.drops() {
+        Metrics::bump(&shared.metrics.gossip_dropped);
+        swarm.behaviour_mut().gossipsub.report_message_validation_result(
+            &message_id,
+            &propagation_source,
+            MessageAcceptance::Ignore,
+        );
+        return;
+    }
     let acceptance = match topics.get(&message.topic) {
         None => {
             penalise(
@@ -978,6 +1040,7 @@ async fn run(
     gossip: bool,
     sync_interval: Duration,
     hosted: Vec<Did>,
+    mut loss: Loss,
 ) {
     let topics: HashMap<TopicHash, SyncTable> =
         TABLES.iter().map(|t| (topic_of(*t).hash(), *t)).collect();
@@ -988,6 +1051,8 @@ async fn run(
     let mut round_robin = 0usize;
     let mut host_queries: HostQueries = HashMap::new();
     let mut renewals = tokio::time::interval(CARD_RENEWAL_CHECK);
+    let mut spreads = tokio::time::interval(SPREAD_INTERVAL);
+    spreads.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut intents: HashMap<request_response::OutboundRequestId, oneshot::Sender<IntentReply>> =
         HashMap::new();
     for did in hosted.iter().take(MAX_PROVIDED_KEYS) {
@@ -1003,6 +1068,18 @@ async fn run(
                     round_robin = round_robin.wrapping_add(1);
                     let peer = peers[round_robin % peers.len()];
                     start_sync(&mut swarm, &shared, peer);
+                }
+            }
+            _ = spreads.tick(), if !fetches.fresh.is_empty() => {
+                let tables: Vec<SyncTable> = fetches.fresh.drain().collect();
+                for table in tables {
+                    // Peers mid-sync of this table finish that one first.
+                    let peers: Vec<PeerId> = swarm
+                        .connected_peers()
+                        .filter(|p| !pending.contains_key(&(**p, table)))
+                        .copied()
+                        .collect();
+                    spread(&mut swarm, &shared, table, &peers);
                 }
             }
             _ = renewals.tick() => {
@@ -1100,7 +1177,7 @@ async fn run(
                     propagation_source,
                     message_id,
                     message,
-                })) => on_gossip(&mut swarm, &shared, &topics, propagation_source, message_id, message),
+                })) => on_gossip(&mut swarm, &shared, &topics, propagation_source, message_id, message, &mut loss),
                 _ => {}
             },
             command = channels.commands.recv() => {
@@ -1170,6 +1247,17 @@ async fn run(
                     Command::Disconnect(peer, reply) => {
                         let _ = reply.send(swarm.disconnect_peer_id(peer).is_ok());
                     }
+                    Command::Block(peers, block, reply) => {
+                        let blocked = &mut swarm.behaviour_mut().blocked;
+                        for peer in peers.into_iter().take(MAX_BLOCKED_PER_COMMAND) {
+                            if block {
+                                blocked.block_peer(peer);
+                            } else {
+                                blocked.unblock_peer(peer);
+                            }
+                        }
+                        let _ = reply.send(());
+                    }
                     Command::Shutdown(reply) => {
                         let _ = reply.send(());
                         return;
@@ -1177,6 +1265,40 @@ async fn run(
                 }
             }
         }
+    }
+}
+
+/// Which inbound gossip messages are dropped ([`NodeConfig::gossip_loss`]).
+#[derive(Debug)]
+struct Loss {
+    /// Drop when the next 64 random bits fall below this.
+    threshold: u64,
+    state: u64,
+}
+
+impl Loss {
+    fn new(share: f64, seed: u64) -> Self {
+        let share = if share.is_finite() {
+            share.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        Loss {
+            threshold: (share * u64::MAX as f64) as u64,
+            state: seed,
+        }
+    }
+
+    /// Whether to drop the next message (SplitMix64).
+    fn drops(&mut self) -> bool {
+        if self.threshold == 0 {
+            return false;
+        }
+        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)) < self.threshold
     }
 }
 
