@@ -172,6 +172,10 @@ async fn measure(s: &Settings, db: Db) -> Result<Report> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let app = api::router(gw.clone());
+    // As the gateway's binary serves: TCP_NODELAY on every accepted connection.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     tokio::spawn(async move { axum::serve(listener, app).await });
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(256)

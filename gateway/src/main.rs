@@ -154,6 +154,10 @@ async fn serve(cli: &Cli, dir: &Path) -> Result<()> {
         .with_context(|| format!("cannot listen on {}", cli.listen))?;
     let startup = api::Startup::default();
     let app = startup.router();
+    // Small answers go out at once, not held back by Nagle's algorithm.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async {

@@ -334,44 +334,9 @@ pub async fn delete(gw: &Gateway, actor: &Principal, id: Uuid) -> Result<(), Pol
     Ok(())
 }
 
-/// Uses up one approved approval of `policy` for the request's agent and capability, of at
-/// least its amount, inside the reservation's transaction; returns its id.
-pub(crate) async fn consume(
-    tx: &mut sqlx::PgConnection,
-    org: Uuid,
-    policy: Uuid,
-    request: &ReserveRequest,
-) -> Result<Option<Uuid>, sqlx::Error> {
-    let used: Option<(Uuid,)> = sqlx::query_as(
-        "UPDATE approvals SET consumed_at = now()
-          WHERE id = (SELECT id FROM approvals
-                       WHERE org_id = $1 AND kind = 'intent' AND policy_id = $2
-                         AND agent = $3 AND capability = $4 AND status = 'approved'
-                         AND consumed_at IS NULL AND amount_micros >= $5
-                       ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED)
-          RETURNING id",
-    )
-    .bind(org)
-    .bind(policy)
-    .bind(&request.agent)
-    .bind(&request.capability)
-    .bind(request.amount_micros)
-    .fetch_optional(&mut *tx)
-    .await?;
-    Ok(used.map(|(id,)| id))
-}
-
-/// Gives back an approval [`consume`] took, when the reservation it was for is refused.
-pub(crate) async fn unconsume(
-    tx: &mut sqlx::PgConnection,
-    approval: Uuid,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE approvals SET consumed_at = NULL WHERE id = $1")
-        .bind(approval)
-        .execute(&mut *tx)
-        .await?;
-    Ok(())
-}
+// An approved intent approval is used up (and given back if a budget then refuses the
+// reservation) inside the reservation batch's statement: `agentnet_reserve_batch`,
+// `gateway/migrations/0002_reserve_batch.sql`.
 
 /// Opens (or finds) the pending approval for an intent a policy holds; returns its id.
 pub(crate) async fn open_intent_approval(

@@ -4,36 +4,44 @@
 //! Reservations that race for one hot budget serialise on its row lock, and a lock is held
 //! until the commit is flushed. One transaction per reservation therefore caps a hot budget
 //! at one flush per reservation. The batcher takes every reservation waiting (up to
-//! [`MAX_BATCH`]) and, in one transaction:
+//! [`MAX_BATCH`]) and decides them all in **one autocommit statement**, the function
+//! `agentnet_reserve_batch` (`gateway/migrations/0002_reserve_batch.sql`), which:
 //!
-//! 1. locks every budget that applies to any of them, in budget-id order (`FOR UPDATE`), so
+//! 1. reads each reservation's pause and policies;
+//! 2. locks every budget that applies to any of them, in budget-id order (`FOR UPDATE`), so
 //!    the totals it reads are current and no other writer, in this process or another
 //!    gateway on the same database, can change them until the commit;
-//! 2. decides each reservation in arrival order against those totals: admitted only if every
+//! 3. decides each reservation in arrival order against those totals: admitted only if every
 //!    budget it touches stays within `spent + reserved + amount <= limit` (or `<= 120%` once
 //!    re-authorised), all or none; a period that has ended starts over first;
-//! 3. writes the new totals, the reservations and their holds, and the 80% alerts;
-//! 4. commits, then answers each reservation.
+//! 4. writes the new totals, the reservations and their holds, and the 80% alerts;
 //!
-//! Exactness rests on the locks of step 1, not on the batching: a batch admits exactly what
+//! and the statement's commit makes all of it durable before the answers come back. That is
+//! one round trip to Postgres per batch, on a connection the batcher keeps (so its prepared
+//! statement and the function's plans stay warm).
+//!
+//! Exactness rests on the locks of step 2, not on the batching: a batch admits exactly what
 //! one-at-a-time conditional updates in the same order would.
 
-use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use sqlx::Postgres;
+use sqlx::pool::PoolConnection;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::budgets::{Alert, MAX_HOLD_MS, Reservation, ReserveRequest};
 use crate::db::Db;
-use crate::policies;
 
 /// The most reservations one transaction decides.
 pub(crate) const MAX_BATCH: usize = 512;
 /// Reservations waiting for a batch; beyond it callers wait for room.
 pub(crate) const QUEUE: usize = 4_096;
-/// Tries of a batch that hit a deadlock or a lost connection.
+/// Tries of a batch that hit a deadlock or a serialisation failure.
 const TRIES: usize = 3;
+/// The batcher's connection is checked (one ping) before a batch if it has been idle this
+/// long, as the pool checks the connections it hands out.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
 
 /// One reservation to decide.
 #[derive(Debug)]
@@ -95,6 +103,7 @@ impl Reserver {
 }
 
 async fn run(db: Db, mut rx: mpsc::Receiver<HoldJob>) {
+    let mut link = Link { db, conn: None };
     while let Some(first) = rx.recv().await {
         let mut jobs = vec![first];
         while jobs.len() < MAX_BATCH {
@@ -103,10 +112,10 @@ async fn run(db: Db, mut rx: mpsc::Receiver<HoldJob>) {
                 Err(_) => break,
             }
         }
-        let mut result = decide(&db, &jobs).await;
+        let mut result = link.decide(&jobs).await;
         for _ in 1..TRIES {
             match &result {
-                Err(e) if retryable(e) => result = decide(&db, &jobs).await,
+                Err(e) if retryable(e) => result = link.decide(&jobs).await,
                 _ => break,
             }
         }
@@ -137,371 +146,141 @@ fn retryable(e: &sqlx::Error) -> bool {
     }
 }
 
-/// A locked budget's totals as the batch goes.
-#[derive(Clone, Copy, Debug)]
-struct Totals {
-    spent: i64,
-    reserved: i64,
-    limit: i64,
-    reauthorised: bool,
-    stale: bool,
-    changed: bool,
+/// The batcher's own connection, taken from the pool and kept: one batch at a time uses it.
+struct Link {
+    db: Db,
+    /// The connection, and when it last answered.
+    conn: Option<(PoolConnection<Postgres>, Instant)>,
 }
 
-/// What the batch learns of each job before it locks anything.
-#[derive(Debug, Default)]
-struct Context {
-    team: Option<Uuid>,
-    paused: bool,
-    /// A `deny` or `max_cost` policy that refuses it.
-    denied: Option<(Uuid, String)>,
-    /// An `approval` policy that holds it.
-    hold: Option<Uuid>,
-}
+/// One row of `agentnet_reserve_batch`.
+type Decision = (
+    i32,
+    String,
+    Option<Uuid>,
+    bool,
+    Option<String>,
+    Vec<Uuid>,
+    Vec<Uuid>,
+);
 
-/// The agents' teams, pauses and policies of every job, in one query, before the lock.
-async fn context(db: &Db, jobs: &[HoldJob]) -> Result<Vec<Context>, sqlx::Error> {
-    let orgs: Vec<Uuid> = jobs.iter().map(|j| j.org).collect();
-    let agents: Vec<&str> = jobs.iter().map(|j| j.request.agent.as_str()).collect();
-    let capabilities: Vec<&str> = jobs.iter().map(|j| j.request.capability.as_str()).collect();
-    type Row = (
-        i64,
-        Option<Uuid>,
-        bool,
-        Option<Uuid>,
-        Option<String>,
-        Option<String>,
-        Option<i64>,
-    );
-    let rows: Vec<Row> = sqlx::query_as(
-        "WITH j AS (
-             SELECT u.i, u.o, u.a, u.c,
-                    (SELECT ag.team_id FROM agents ag WHERE ag.org_id = u.o AND ag.did = u.a) AS t,
-                    EXISTS (SELECT 1 FROM paused_agents pa WHERE pa.org_id = u.o AND pa.did = u.a) AS paused
-               FROM UNNEST($1::uuid[], $2::text[], $3::text[]) WITH ORDINALITY AS u(o, a, c, i))
-         SELECT j.i, j.t, j.paused, p.id, p.kind, p.capability, p.max_cost_micros
-           FROM j LEFT JOIN policies p
-             ON p.org_id = j.o
-            AND (p.scope = 'org' OR (p.scope = 'agent' AND p.scope_id = j.a)
-                 OR (p.scope = 'team' AND p.scope_id = j.t::text))
-            AND (p.capability IS NULL OR p.capability = j.c)
-          ORDER BY j.i, CASE p.kind WHEN 'deny' THEN 0 WHEN 'max_cost' THEN 1 ELSE 2 END, p.id",
-    )
-    .bind(&orgs)
-    .bind(&agents)
-    .bind(&capabilities)
-    .fetch_all(db.pool())
-    .await?;
-    let mut out: Vec<Context> = (0..jobs.len()).map(|_| Context::default()).collect();
-    for (i, team, paused, policy, kind, capability, max_cost) in rows {
-        let Some(j) = usize::try_from(i - 1).ok().filter(|j| *j < jobs.len()) else {
-            continue;
-        };
-        let c = &mut out[j];
-        c.team = team;
-        c.paused = paused;
-        let (Some(policy), Some(kind)) = (policy, kind) else {
-            continue;
-        };
-        if c.denied.is_some() {
-            continue;
-        }
-        let amount = jobs[j].request.amount_micros;
-        match kind.as_str() {
-            "deny" => {
-                c.denied = Some((
-                    policy,
-                    match capability {
-                        Some(cap) => format!("intents to `{cap}` are not allowed"),
-                        None => "intents are not allowed".into(),
-                    },
-                ));
-            }
-            "max_cost" => {
-                let max = max_cost.unwrap_or(0);
-                if amount > max {
-                    c.denied = Some((
-                        policy,
-                        format!("the intent may cost {amount} micros; the most allowed is {max}"),
-                    ));
-                }
-            }
-            _ => {
-                c.hold.get_or_insert(policy);
+impl Link {
+    /// The connection, checked first if it has been idle, or a new one from the pool.
+    async fn connection(&mut self) -> Result<&mut PoolConnection<Postgres>, sqlx::Error> {
+        use sqlx::Connection;
+        if let Some((conn, at)) = &mut self.conn
+            && at.elapsed() >= IDLE_CHECK
+        {
+            if conn.ping().await.is_ok() {
+                *at = Instant::now();
+            } else if let Some((conn, _)) = self.conn.take() {
+                drop(conn.detach());
             }
         }
-    }
-    Ok(out)
-}
-
-/// Begins the batch's transaction and locks every budget that applies to any job, in id
-/// order. A job's team budget is found through the agent's team, looked up in the same
-/// statement, so this does not wait for [`context`].
-async fn lock(
-    db: &Db,
-    jobs: &[HoldJob],
-) -> Result<
-    (
-        sqlx::Transaction<'static, sqlx::Postgres>,
-        Vec<(i64, Uuid, i64, i64, i64, bool, bool)>,
-    ),
-    sqlx::Error,
-> {
-    let mut tx = db.pool().begin().await?;
-    let orgs: Vec<Uuid> = jobs.iter().map(|j| j.org).collect();
-    let currencies: Vec<&str> = jobs.iter().map(|j| j.request.currency.as_str()).collect();
-    let agents: Vec<&str> = jobs.iter().map(|j| j.request.agent.as_str()).collect();
-    let keys: Vec<&str> = jobs.iter().map(|j| j.key_id.as_str()).collect();
-    let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT u.i, b.id, b.spent_micros, b.reserved_micros, b.limit_micros, b.reauthorised,
-                (b.period <> 'total' AND b.period_start < {start})
-           FROM budgets b
-           JOIN UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY
-                AS u(o, c, a, k, i)
-             ON b.org_id = u.o AND b.currency = u.c
-            AND ((b.scope = 'org' AND b.scope_id = u.o::text)
-              OR (b.scope = 'agent' AND b.scope_id = u.a)
-              OR (b.scope = 'team' AND b.scope_id =
-                    (SELECT ag.team_id::text FROM agents ag WHERE ag.org_id = u.o AND ag.did = u.a))
-              OR (b.scope = 'key' AND b.scope_id = u.k))
-          ORDER BY b.id
-          FOR UPDATE OF b",
-        start = crate::budgets::PERIOD_START,
-    )))
-    .bind(&orgs)
-    .bind(&currencies)
-    .bind(&agents)
-    .bind(&keys)
-    .fetch_all(&mut *tx)
-    .await?;
-    Ok((tx, rows))
-}
-
-async fn decide(db: &Db, jobs: &[HoldJob]) -> Result<Vec<Outcome>, sqlx::Error> {
-    let n = jobs.len();
-    // 1. The jobs' pauses and policies, and the locks, at once on two connections.
-    let (ctx, locked) = tokio::join!(context(db, jobs), lock(db, jobs));
-    let (mut tx, rows) = locked?;
-    let ctx = ctx?;
-    let mut totals: HashMap<Uuid, Totals> = HashMap::new();
-    let mut of_job: Vec<Vec<Uuid>> = vec![Vec::new(); n];
-    for (i, id, spent, reserved, limit, reauthorised, stale) in rows {
-        totals.entry(id).or_insert(Totals {
-            spent: if stale { 0 } else { spent },
-            reserved,
-            limit,
-            reauthorised: reauthorised && !stale,
-            stale,
-            changed: stale,
-        });
-        if let Some(list) = usize::try_from(i - 1).ok().and_then(|i| of_job.get_mut(i)) {
-            list.push(id);
+        if self.conn.is_none() {
+            self.conn = Some((self.db.pool().acquire().await?, Instant::now()));
+        }
+        match &mut self.conn {
+            Some((conn, _)) => Ok(conn),
+            None => Err(sqlx::Error::PoolClosed),
         }
     }
 
-    // 2. Decide in arrival order.
-    let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(n);
-    let mut crossed: Vec<(usize, Uuid)> = Vec::new();
-    let mut held: Vec<usize> = Vec::new();
-    for (j, job) in jobs.iter().enumerate() {
-        if ctx[j].paused {
-            outcomes.push(Some(Outcome::Paused));
-            continue;
-        }
-        if let Some((policy, why)) = &ctx[j].denied {
-            outcomes.push(Some(Outcome::Denied {
-                policy: *policy,
-                why: why.clone(),
-            }));
-            continue;
-        }
-        let mut used = None;
-        if let Some(policy) = ctx[j].hold {
-            match policies::consume(&mut tx, job.org, policy, &job.request).await? {
-                Some(approval) => used = Some(approval),
-                None => {
-                    outcomes.push(Some(Outcome::NeedsApproval { policy }));
-                    continue;
-                }
-            }
-        }
-        let amount = job.request.amount_micros;
-        let refusal = of_job[j].iter().find_map(|id| {
-            let t = totals.get(id)?;
-            let after = t.spent + t.reserved + amount;
-            if after > t.limit + t.limit / 5 {
-                Some(Outcome::Refused {
-                    budget: *id,
-                    hard: true,
-                })
-            } else if after > t.limit && !t.reauthorised {
-                Some(Outcome::Refused {
-                    budget: *id,
-                    hard: false,
-                })
-            } else {
-                None
-            }
-        });
-        if let Some(refusal) = refusal {
-            if let Some(approval) = used {
-                policies::unconsume(&mut tx, approval).await?;
-            }
-            outcomes.push(Some(refusal));
-            continue;
-        }
-        for id in &of_job[j] {
-            if let Some(t) = totals.get_mut(id) {
-                let before = t.spent + t.reserved;
-                t.reserved += amount;
-                t.changed = true;
-                if before * 5 < t.limit * 4 && (before + amount) * 5 >= t.limit * 4 {
-                    crossed.push((j, *id));
-                }
-            }
-        }
-        held.push(j);
-        outcomes.push(None);
-    }
-
-    // 3. New totals, reservations and holds in one statement; then the alerts.
-    let changed: Vec<(&Uuid, &Totals)> = totals.iter().filter(|(_, t)| t.changed).collect();
-    let b_ids: Vec<Uuid> = changed.iter().map(|(id, _)| **id).collect();
-    let b_spent: Vec<i64> = changed.iter().map(|(_, t)| t.spent).collect();
-    let b_reserved: Vec<i64> = changed.iter().map(|(_, t)| t.reserved).collect();
-    let b_reauthorised: Vec<bool> = changed.iter().map(|(_, t)| t.reauthorised).collect();
-    let b_stale: Vec<bool> = changed.iter().map(|(_, t)| t.stale).collect();
-    let now_ms = crate::audit::now_ms();
-    let mut ids = Vec::with_capacity(held.len());
-    let (
-        mut r_org,
-        mut r_key,
-        mut r_intent,
-        mut r_agent,
-        mut r_cap,
-        mut r_cur,
-        mut r_amount,
-        mut r_exp,
-    ) = (
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-    );
-    let (mut h_res, mut h_budget, mut h_amount) = (Vec::new(), Vec::new(), Vec::new());
-    for &j in &held {
-        let job = &jobs[j];
-        let id = Uuid::new_v4();
-        ids.push(id);
-        r_org.push(job.org);
-        r_key.push(job.key_id.as_str());
-        r_intent.push(job.request.intent_id.as_str());
-        r_agent.push(job.request.agent.as_str());
-        r_cap.push(job.request.capability.as_str());
-        r_cur.push(job.request.currency.as_str());
-        r_amount.push(job.request.amount_micros);
+    /// Decides a batch in one statement; see the module's documentation.
+    async fn decide(&mut self, jobs: &[HoldJob]) -> Result<Vec<Outcome>, sqlx::Error> {
+        let now_ms = crate::audit::now_ms();
+        let ids: Vec<Uuid> = jobs.iter().map(|_| Uuid::new_v4()).collect();
+        let orgs: Vec<Uuid> = jobs.iter().map(|j| j.org).collect();
+        let keys: Vec<&str> = jobs.iter().map(|j| j.key_id.as_str()).collect();
+        let intents: Vec<&str> = jobs.iter().map(|j| j.request.intent_id.as_str()).collect();
+        let agents: Vec<&str> = jobs.iter().map(|j| j.request.agent.as_str()).collect();
+        let capabilities: Vec<&str> = jobs.iter().map(|j| j.request.capability.as_str()).collect();
+        let currencies: Vec<&str> = jobs.iter().map(|j| j.request.currency.as_str()).collect();
+        let amounts: Vec<i64> = jobs.iter().map(|j| j.request.amount_micros).collect();
         // Held until the intent's deadline, and never longer than MAX_HOLD_MS from now.
-        let expires = job
-            .request
-            .expires_at_ms
-            .clamp(0, now_ms.saturating_add(MAX_HOLD_MS));
-        r_exp.push(expires as f64 / 1000.0);
-        for budget in &of_job[j] {
-            h_res.push(id);
-            h_budget.push(*budget);
-            h_amount.push(job.request.amount_micros);
-        }
-    }
-    if !b_ids.is_empty() || !ids.is_empty() {
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "WITH b AS (
-                 UPDATE budgets SET spent_micros = u.s, reserved_micros = u.r, reauthorised = u.re,
-                        period_start = CASE WHEN u.st THEN {start} ELSE period_start END
-                   FROM UNNEST($1::uuid[], $2::int8[], $3::int8[], $4::bool[], $5::bool[]) AS u(id, s, r, re, st)
-                  WHERE budgets.id = u.id
-                 RETURNING 1),
-             r AS (
-                 INSERT INTO budget_reservations (id, org_id, key_id, intent_id, agent, capability, currency,
-                                                  amount_micros, status, expires_at)
-                 SELECT i, o, k, n, a, c, cur, m, 'held', to_timestamp(e)
-                   FROM UNNEST($6::uuid[], $7::uuid[], $8::text[], $9::text[], $10::text[], $11::text[],
-                               $12::text[], $13::int8[], $14::float8[]) AS u(i, o, k, n, a, c, cur, m, e)
-                 RETURNING 1),
-             h AS (
-                 INSERT INTO budget_holds (reservation_id, budget_id, amount_micros)
-                 SELECT * FROM UNNEST($15::uuid[], $16::uuid[], $17::int8[])
-                 RETURNING 1)
-             SELECT (SELECT count(*) FROM b), (SELECT count(*) FROM r), (SELECT count(*) FROM h)",
-            start = crate::budgets::PERIOD_START,
-        )))
-        .bind(&b_ids)
-        .bind(&b_spent)
-        .bind(&b_reserved)
-        .bind(&b_reauthorised)
-        .bind(&b_stale)
-        .bind(&ids)
-        .bind(&r_org)
-        .bind(&r_key)
-        .bind(&r_intent)
-        .bind(&r_agent)
-        .bind(&r_cap)
-        .bind(&r_cur)
-        .bind(&r_amount)
-        .bind(&r_exp)
-        .bind(&h_res)
-        .bind(&h_budget)
-        .bind(&h_amount)
-        .execute(&mut *tx)
-        .await?;
-    }
-    let mut fired: Vec<Uuid> = Vec::new();
-    if !crossed.is_empty() {
-        let budgets: Vec<Uuid> = crossed.iter().map(|(_, b)| *b).collect();
-        let rows: Vec<(Uuid,)> = sqlx::query_as(
-            "INSERT INTO budget_alerts (org_id, budget_id, threshold, period_start)
-             SELECT org_id, id, 80, period_start FROM budgets WHERE id = ANY($1)
-             ON CONFLICT (budget_id, threshold, period_start) DO NOTHING
-             RETURNING budget_id",
+        let expires: Vec<f64> = jobs
+            .iter()
+            .map(|j| {
+                j.request
+                    .expires_at_ms
+                    .clamp(0, now_ms.saturating_add(MAX_HOLD_MS)) as f64
+                    / 1000.0
+            })
+            .collect();
+        let conn = self.connection().await?;
+        let result: Result<Vec<Decision>, sqlx::Error> = sqlx::query_as(
+            "SELECT o_index, o_outcome, o_subject, o_hard, o_why, o_budgets, o_alerts
+               FROM agentnet_reserve_batch($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
-        .bind(&budgets)
-        .fetch_all(&mut *tx)
-        .await?;
-        fired = rows.into_iter().map(|(b,)| b).collect();
+        .bind(&orgs)
+        .bind(&keys)
+        .bind(&intents)
+        .bind(&agents)
+        .bind(&capabilities)
+        .bind(&currencies)
+        .bind(&amounts)
+        .bind(&expires)
+        .bind(&ids)
+        .fetch_all(&mut **conn)
+        .await;
+        let rows = match result {
+            Ok(rows) => {
+                if let Some((_, at)) = &mut self.conn {
+                    *at = Instant::now();
+                }
+                rows
+            }
+            Err(e) => {
+                // Postgres answered: the connection is sound. Anything else (I/O, protocol)
+                // may have left it in an unknown state; a new one serves the next batch.
+                if !matches!(e, sqlx::Error::Database(_))
+                    && let Some((conn, _)) = self.conn.take()
+                {
+                    drop(conn.detach());
+                }
+                return Err(e);
+            }
+        };
+        outcomes(jobs, &ids, rows)
     }
-    tx.commit().await?;
+}
 
-    // 4. Answers.
-    let mut held_ids = held.iter().zip(ids);
-    let mut next_held = held_ids.next();
-    let mut out = Vec::with_capacity(n);
-    for (j, outcome) in outcomes.into_iter().enumerate() {
-        if let Some(o) = outcome {
-            out.push(o);
-            continue;
+/// The function's rows as outcomes, one per job in order.
+fn outcomes(
+    jobs: &[HoldJob],
+    ids: &[Uuid],
+    rows: Vec<Decision>,
+) -> Result<Vec<Outcome>, sqlx::Error> {
+    let bookkeeping = || sqlx::Error::Protocol("reservation bookkeeping".into());
+    if rows.len() != jobs.len() {
+        return Err(bookkeeping());
+    }
+    let mut out = Vec::with_capacity(rows.len());
+    for (j, (index, outcome, subject, hard, why, budgets, alerts)) in rows.into_iter().enumerate() {
+        if usize::try_from(index).ok() != Some(j + 1) {
+            return Err(bookkeeping());
         }
-        match next_held {
-            Some((&hj, id)) if hj == j => {
-                let alerts = crossed
-                    .iter()
-                    .filter(|(cj, b)| *cj == j && fired.contains(b))
-                    .map(|(_, b)| Alert {
-                        budget: *b,
+        out.push(match (outcome.as_str(), subject) {
+            ("held", _) => Outcome::Held(Reservation {
+                reservation_id: *ids.get(j).ok_or_else(bookkeeping)?,
+                budgets,
+                alerts: alerts
+                    .into_iter()
+                    .map(|budget| Alert {
+                        budget,
                         threshold: 80,
                     })
-                    .collect();
-                out.push(Outcome::Held(Reservation {
-                    reservation_id: id,
-                    budgets: of_job[j].clone(),
-                    alerts,
-                }));
-                next_held = held_ids.next();
-            }
-            _ => return Err(sqlx::Error::Protocol("reservation bookkeeping".into())),
-        }
+                    .collect(),
+            }),
+            ("paused", _) => Outcome::Paused,
+            ("denied", Some(policy)) => Outcome::Denied {
+                policy,
+                why: why.unwrap_or_default(),
+            },
+            ("approval", Some(policy)) => Outcome::NeedsApproval { policy },
+            ("refused", Some(budget)) => Outcome::Refused { budget, hard },
+            _ => return Err(bookkeeping()),
+        });
     }
     Ok(out)
 }
