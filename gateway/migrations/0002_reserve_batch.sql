@@ -5,8 +5,8 @@
 -- and in the one transaction of the statement that calls it:
 --   1. reads each reservation's pause and policies (the first `deny`, else the first
 --      `max_cost` it exceeds, by policy id; the first `approval` policy, by id);
---   2. locks every budget that applies to any of them in budget-id order (`FOR UPDATE`),
---      a period that has ended starting over (spend and re-authorisation reset);
+--   2. locks every budget that applies to any of them in budget-id order (`FOR UPDATE`, each
+--      once), a period that has ended starting over (spend and re-authorisation reset);
 --   3. decides each reservation in arrival order against those totals: paused; denied by a
 --      policy; held for approval unless an approved approval is left (consumed, and given
 --      back if a budget then refuses); refused by the first budget, in id order, that
@@ -125,52 +125,65 @@ BEGIN
                    ORDER BY pol.id
                    LIMIT 1) h ON true) x;
 
-    -- 2. Every budget that applies, locked in id order.
+    -- 2. Every budget that applies, locked in id order, each once, with the reservations it
+    -- applies to (a budget's scope, org and currency never change).
     v_head := array_fill(0, ARRAY[v_n]);
     v_tail := array_fill(0, ARRAY[v_n]);
     FOR v_row IN
+        -- Reservations of one org, currency, agent and key (on a hot budget, most of them)
+        -- look their budgets up once.
+        WITH spenders AS MATERIALIZED (
+            SELECT u.o, u.c, u.a, u.k, array_agg(u.i::integer) AS jobs
+              FROM unnest(p_org, p_currency, p_agent, p_key) WITH ORDINALITY AS u(o, c, a, k, i)
+             GROUP BY u.o, u.c, u.a, u.k),
+        pairs AS MATERIALIZED (
+            SELECT j.i, b.id
+              FROM budgets b
+              JOIN spenders u ON b.org_id = u.o AND b.currency = u.c
+               AND ((b.scope = 'org' AND b.scope_id = u.o::text)
+                 OR (b.scope = 'agent' AND b.scope_id = u.a)
+                 OR (b.scope = 'team' AND b.scope_id =
+                       (SELECT ag.team_id::text FROM agents ag WHERE ag.org_id = u.o AND ag.did = u.a))
+                 OR (b.scope = 'key' AND b.scope_id = u.k))
+             CROSS JOIN LATERAL unnest(u.jobs) AS j(i)),
+        per_budget AS (
+            SELECT pr.id, array_agg(pr.i ORDER BY pr.i) AS jobs FROM pairs pr GROUP BY pr.id)
         SELECT s.*, (s.period <> 'total' AND s.period_start < s.current_start) AS stale
-          FROM (SELECT u.i::integer AS i, b.id, b.org_id, b.period, b.period_start, b.spent_micros,
+          FROM (SELECT pb.jobs, b.id, b.org_id, b.period, b.period_start, b.spent_micros,
                        b.reserved_micros, b.limit_micros, b.reauthorised,
                        CASE b.period
                            WHEN 'daily' THEN date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
                            WHEN 'weekly' THEN date_trunc('week', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
                            WHEN 'monthly' THEN date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
                            ELSE b.period_start END AS current_start
-          FROM budgets b
-          JOIN unnest(p_org, p_currency, p_agent, p_key) WITH ORDINALITY AS u(o, c, a, k, i)
-            ON b.org_id = u.o AND b.currency = u.c
-           AND ((b.scope = 'org' AND b.scope_id = u.o::text)
-             OR (b.scope = 'agent' AND b.scope_id = u.a)
-             OR (b.scope = 'team' AND b.scope_id =
-                   (SELECT ag.team_id::text FROM agents ag WHERE ag.org_id = u.o AND ag.did = u.a))
-             OR (b.scope = 'key' AND b.scope_id = u.k))
-         ORDER BY b.id
-           FOR UPDATE OF b) s
+                  FROM budgets b JOIN per_budget pb ON pb.id = b.id
+                 ORDER BY b.id
+                   FOR UPDATE OF b) s
     LOOP
-        IF v_nb = 0 OR v_b_id[v_nb] <> v_row.id THEN
-            v_nb := v_nb + 1;
-            v_b_id[v_nb] := v_row.id;
-            v_b_spent[v_nb] := CASE WHEN v_row.stale THEN 0 ELSE v_row.spent_micros END;
-            v_b_reserved[v_nb] := v_row.reserved_micros;
-            v_b_limit[v_nb] := v_row.limit_micros;
-            v_b_reauth[v_nb] := v_row.reauthorised AND NOT v_row.stale;
-            v_b_org[v_nb] := v_row.org_id;
-            -- A period that has ended starts over.
-            v_b_start[v_nb] := CASE WHEN v_row.stale THEN v_row.current_start
-                                    ELSE v_row.period_start END;
-            v_b_changed[v_nb] := v_row.stale;
-        END IF;
-        v_np := v_np + 1;
-        v_pair_b[v_np] := v_nb;
-        v_pair_next[v_np] := 0;
-        v_pair_crossed[v_np] := false;
-        IF v_head[v_row.i] = 0 THEN
-            v_head[v_row.i] := v_np;
-        ELSE
-            v_pair_next[v_tail[v_row.i]] := v_np;
-        END IF;
-        v_tail[v_row.i] := v_np;
+        v_nb := v_nb + 1;
+        v_b_id[v_nb] := v_row.id;
+        v_b_spent[v_nb] := CASE WHEN v_row.stale THEN 0 ELSE v_row.spent_micros END;
+        v_b_reserved[v_nb] := v_row.reserved_micros;
+        v_b_limit[v_nb] := v_row.limit_micros;
+        v_b_reauth[v_nb] := v_row.reauthorised AND NOT v_row.stale;
+        v_b_org[v_nb] := v_row.org_id;
+        -- A period that has ended starts over.
+        v_b_start[v_nb] := CASE WHEN v_row.stale THEN v_row.current_start
+                                ELSE v_row.period_start END;
+        v_b_changed[v_nb] := v_row.stale;
+        -- Budgets come in id order, so each reservation's list is in id order too.
+        FOREACH v_j IN ARRAY v_row.jobs LOOP
+            v_np := v_np + 1;
+            v_pair_b[v_np] := v_nb;
+            v_pair_next[v_np] := 0;
+            v_pair_crossed[v_np] := false;
+            IF v_head[v_j] = 0 THEN
+                v_head[v_j] := v_np;
+            ELSE
+                v_pair_next[v_tail[v_j]] := v_np;
+            END IF;
+            v_tail[v_j] := v_np;
+        END LOOP;
     END LOOP;
 
     -- 3. Decided in arrival order.
