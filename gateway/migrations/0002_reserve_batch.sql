@@ -44,6 +44,8 @@ DECLARE
     v_b_spent bigint[] := '{}';
     v_b_reserved bigint[] := '{}';
     v_b_limit bigint[] := '{}';
+    -- The least total at 80% or more: `total * 5 >= limit * 4` exactly when `total >= warn`.
+    v_b_warn bigint[] := '{}';
     v_b_reauth boolean[] := '{}';
     v_b_org uuid[] := '{}';
     v_b_start timestamptz[] := '{}';
@@ -165,6 +167,7 @@ BEGIN
         v_b_spent[v_nb] := CASE WHEN v_row.stale THEN 0 ELSE v_row.spent_micros END;
         v_b_reserved[v_nb] := v_row.reserved_micros;
         v_b_limit[v_nb] := v_row.limit_micros;
+        v_b_warn[v_nb] := (v_row.limit_micros * 4 + 4) / 5;
         v_b_reauth[v_nb] := v_row.reauthorised AND NOT v_row.stale;
         v_b_org[v_nb] := v_row.org_id;
         -- A period that has ended starts over.
@@ -248,9 +251,8 @@ BEGIN
             v_total := v_b_spent[v_k] + v_b_reserved[v_k];
             v_b_reserved[v_k] := v_b_reserved[v_k] + v_amount;
             v_b_changed[v_k] := true;
-            -- 80% crossed (in numeric: spend may be near the largest bigint).
-            IF v_total::numeric * 5 < v_b_limit[v_k]::numeric * 4
-               AND (v_total::numeric + v_amount) * 5 >= v_b_limit[v_k]::numeric * 4 THEN
+            -- 80% crossed: before it, at or past it after.
+            IF v_total < v_b_warn[v_k] AND v_total + v_amount >= v_b_warn[v_k] THEN
                 v_pair_crossed[v_p] := true;
                 v_crossed := v_crossed || v_b_id[v_k];
                 v_c_org := v_c_org || v_b_org[v_k];
