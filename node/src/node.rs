@@ -33,8 +33,8 @@ use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, TopicHash};
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    Multiaddr, PeerId, StreamProtocol, Swarm, allow_block_list, connection_limits, identify, kad, mdns, ping,
-    request_response,
+    Multiaddr, PeerId, StreamProtocol, Swarm, allow_block_list, connection_limits, identify, kad,
+    mdns, ping, request_response,
 };
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use zeroize::Zeroizing;
@@ -44,7 +44,7 @@ use crate::handle::NodeHandle;
 use crate::intent::{
     BudgetGate, HttpBudgetGate, IntentLimits, PauseState, RateLimiter, ReplayCache,
 };
-use crate::shared::{Change, Ingested, Metrics, Refusal, Shared, lock};
+use crate::shared::{Change, Ingested, Metrics, Origin, Refusal, Shared, lock};
 use crate::store::{RedbStore, Store, StoreError};
 
 /// Commands queued to the swarm task; more wait in the caller.
@@ -677,10 +677,7 @@ fn spread(swarm: &mut Swarm<Behaviour>, shared: &Shared, table: SyncTable, peers
         Ok(request) => {
             let bytes = request.to_bytes();
             for peer in peers {
-                swarm
-                    .behaviour_mut()
-                    .sync
-                    .send_request(peer, bytes.clone());
+                swarm.behaviour_mut().sync.send_request(peer, bytes.clone());
             }
         }
         Err(e) => tracing::warn!(error = %e, "cannot spread a sync"),
@@ -832,7 +829,7 @@ fn on_sync(
                     let returned = envelopes.len();
                     let mut applied = 0usize;
                     for envelope in envelopes {
-                        match shared.ingest(&envelope, Timestamp::now()) {
+                        match shared.ingest(&envelope, Timestamp::now(), Origin::Network) {
                             Ok(Ingested::Applied(change)) => {
                                 applied += 1;
                                 Metrics::bump(&shared.metrics.synced_records);
@@ -915,17 +912,20 @@ fn on_gossip(
     loss: &mut Loss,
 ) {
     Metrics::bump(&shared.metrics.gossip_received);
-    shared
-        .metrics
-        .gossip_bytes
-        .fetch_add(message.data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    shared.metrics.gossip_bytes.fetch_add(
+        message.data.len() as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     if loss.drops() {
         Metrics::bump(&shared.metrics.gossip_dropped);
-        swarm.behaviour_mut().gossipsub.report_message_validation_result(
-            &message_id,
-            &propagation_source,
-            MessageAcceptance::Ignore,
-        );
+        swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(
+                &message_id,
+                &propagation_source,
+                MessageAcceptance::Ignore,
+            );
         return;
     }
     let acceptance = match topics.get(&message.topic) {
@@ -938,7 +938,7 @@ fn on_gossip(
             );
             MessageAcceptance::Reject
         }
-        Some(table) => match shared.ingest(&message.data, Timestamp::now()) {
+        Some(table) => match shared.ingest(&message.data, Timestamp::now(), Origin::Network) {
             Ok(Ingested::Applied(change)) if change.table() == *table => {
                 Metrics::bump(&shared.metrics.gossip_accepted);
                 MessageAcceptance::Accept
@@ -982,7 +982,7 @@ fn publish(
     gossip: bool,
     bytes: Vec<u8>,
 ) -> Result<(), NodeError> {
-    match shared.ingest(&bytes, Timestamp::now()) {
+    match shared.ingest(&bytes, Timestamp::now(), Origin::Local) {
         Ok(Ingested::Applied(change)) => {
             announce(swarm, &change);
             // No subscribed peer yet is not an error: the record is stored, and
@@ -1051,6 +1051,8 @@ async fn run(
     let mut round_robin = 0usize;
     let mut host_queries: HostQueries = HashMap::new();
     let mut renewals = tokio::time::interval(CARD_RENEWAL_CHECK);
+    let mut flushes = tokio::time::interval(FLUSH_INTERVAL);
+    flushes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut spreads = tokio::time::interval(SPREAD_INTERVAL);
     spreads.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut intents: HashMap<request_response::OutboundRequestId, oneshot::Sender<IntentReply>> =
@@ -1070,6 +1072,7 @@ async fn run(
                     start_sync(&mut swarm, &shared, peer);
                 }
             }
+            _ = flushes.tick() => flush(&shared),
             _ = spreads.tick(), if !fetches.fresh.is_empty() => {
                 let tables: Vec<SyncTable> = fetches.fresh.drain().collect();
                 for table in tables {
@@ -1181,7 +1184,10 @@ async fn run(
                 _ => {}
             },
             command = channels.commands.recv() => {
-                let Some(command) = command else { return };
+                let Some(command) = command else {
+                    flush(&shared);
+                    return;
+                };
                 match command {
                     Command::ListenAddrs(reply) => {
                         let _ = reply.send(swarm.listeners().cloned().collect());
@@ -1259,12 +1265,22 @@ async fn run(
                         let _ = reply.send(());
                     }
                     Command::Shutdown(reply) => {
+                        flush(&shared);
                         let _ = reply.send(());
                         return;
                     }
                 }
             }
         }
+    }
+}
+
+/// How often records learnt from the network are made durable ([`Store::put_replica`]).
+const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
+fn flush(shared: &Shared) {
+    if let Err(e) = shared.store.flush() {
+        tracing::warn!(error = %e, "cannot flush the store");
     }
 }
 

@@ -22,7 +22,7 @@ use crate::intent::{
     ReplayCache, ReplayVerdict, credential_issuer_is,
 };
 use crate::node::NodeError;
-use crate::store::{PutOutcome, Store, StoredRecord};
+use crate::store::{PutOutcome, Store, StoreError, StoredRecord};
 
 /// Locks a mutex; a poisoned lock (a panic elsewhere while holding it) is taken over, since
 /// every structure behind these locks stays consistent between statements.
@@ -60,6 +60,15 @@ impl Metrics {
     pub(crate) fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// Where a record came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// This node's own (a local agent's card, a published notice): stored durably.
+    Local,
+    /// A peer (gossip or sync): stored as a replica.
+    Network,
 }
 
 /// An agent's queue of intents waiting to be fetched through the local API.
@@ -241,8 +250,27 @@ impl Shared {
             .get_record(SyncTable::Registry, did.as_str().as_bytes())?)
     }
 
+    /// Stores a record: durably if it is this node's own, as a replica (durable at the
+    /// next flush) if it came from the network.
+    fn put(
+        &self,
+        origin: Origin,
+        table: SyncTable,
+        record: &StoredRecord,
+    ) -> Result<PutOutcome, StoreError> {
+        match origin {
+            Origin::Local => self.store.put_record(table, record),
+            Origin::Network => self.store.put_replica(table, record),
+        }
+    }
+
     /// Verifies a signed record of any replicated kind, then stores and applies it.
-    pub(crate) fn ingest(&self, bytes: &[u8], now: Timestamp) -> Result<Ingested, Refusal> {
+    pub(crate) fn ingest(
+        &self,
+        bytes: &[u8],
+        now: Timestamp,
+        origin: Origin,
+    ) -> Result<Ingested, Refusal> {
         let envelope = SignedEnvelope::from_bytes(bytes).map_err(|e| fault(&e))?;
         let ctx = ValidationContext::at(now);
         let hash = content_hash(&envelope);
@@ -268,7 +296,7 @@ impl Shared {
                 }
                 // Index first: a card the index refuses is not stored either.
                 index.upsert(&card).map_err(NodeError::from)?;
-                match self.store.put_record(SyncTable::Registry, &record)? {
+                match self.put(origin, SyncTable::Registry, &record)? {
                     PutOutcome::Stale => Ok(Ingested::Stale),
                     PutOutcome::Inserted | PutOutcome::Replaced => {
                         // Announced in the DHT only if this node holds the agent's key: a
@@ -290,7 +318,7 @@ impl Shared {
                     envelope: bytes.to_vec(),
                 };
                 let mut index = write(&self.index);
-                match self.store.put_record(SyncTable::Registry, &record)? {
+                match self.put(origin, SyncTable::Registry, &record)? {
                     PutOutcome::Stale => Ok(Ingested::Stale),
                     PutOutcome::Inserted | PutOutcome::Replaced => {
                         index.remove(&tombstone.did);
@@ -318,7 +346,7 @@ impl Shared {
                     envelope: bytes.to_vec(),
                 };
                 let mut pauses = lock(&self.pauses);
-                match self.store.put_record(SyncTable::Pauses, &record)? {
+                match self.put(origin, SyncTable::Pauses, &record)? {
                     PutOutcome::Stale => Ok(Ingested::Stale),
                     PutOutcome::Inserted | PutOutcome::Replaced => {
                         pauses.apply(&notice, &governed);
@@ -339,7 +367,7 @@ impl Shared {
                     // Unbacked by receipts this node holds, or not newer: no weight here.
                     return Ok(Ingested::Stale);
                 }
-                match self.store.put_record(SyncTable::Attestations, &record)? {
+                match self.put(origin, SyncTable::Attestations, &record)? {
                     PutOutcome::Stale => Ok(Ingested::Stale),
                     PutOutcome::Inserted | PutOutcome::Replaced => {
                         Ok(Ingested::Applied(Change::Attestation))

@@ -82,13 +82,32 @@ pub const MAX_KEY_LEN: usize = 1024;
 /// The largest stored envelope (the largest message the protocol allows fits).
 pub const MAX_ENVELOPE_LEN: usize = 256 * 1024;
 
-/// The node's storage. Every write is durable when it returns.
+/// The node's storage. Every write is durable when it returns, except
+/// [`Store::put_replica`]'s, which are durable after the next [`Store::flush`] (or the
+/// next other write).
 pub trait Store: Send + Sync + 'static {
     /// Stores a record unless the store holds the same key at a newer version. Versions
     /// compare by `(version, hash)`, so two nodes holding different records under one
     /// version agree on which wins.
     fn put_record(&self, table: SyncTable, record: &StoredRecord)
     -> Result<PutOutcome, StoreError>;
+
+    /// [`Store::put_record`] for a record learnt from the network. A crash may lose it
+    /// until the next [`Store::flush`]: peers still hold it, and anti-entropy brings it
+    /// back. This keeps a node that receives thousands of records from paying a disk
+    /// flush for each one. The default is [`Store::put_record`].
+    fn put_replica(
+        &self,
+        table: SyncTable,
+        record: &StoredRecord,
+    ) -> Result<PutOutcome, StoreError> {
+        self.put_record(table, record)
+    }
+
+    /// Makes every earlier write durable. The default does nothing (every write already is).
+    fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 
     /// The record under `key`.
     fn get_record(&self, table: SyncTable, key: &[u8]) -> Result<Option<StoredRecord>, StoreError>;
@@ -165,6 +184,8 @@ fn record_table(table: SyncTable) -> Result<RecordTable, StoreError> {
 pub struct RedbStore {
     path: PathBuf,
     db: Database,
+    /// Whether a commit since the last durable one was not durable.
+    unflushed: std::sync::atomic::AtomicBool,
 }
 
 impl RedbStore {
@@ -181,6 +202,7 @@ impl RedbStore {
         let store = RedbStore {
             path: path.to_owned(),
             db,
+            unflushed: std::sync::atomic::AtomicBool::new(false),
         };
         let txn = store.db.begin_write().map_err(|e| store.err(e))?;
         for table in [REGISTRY, ATTESTATIONS, PAUSES] {
@@ -206,10 +228,65 @@ impl RedbStore {
         &self,
         f: impl FnOnce(&redb::WriteTransaction) -> Result<T, redb::Error>,
     ) -> Result<T, StoreError> {
-        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        self.write_with(redb::Durability::Immediate, f)
+    }
+
+    fn write_with<T>(
+        &self,
+        durability: redb::Durability,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<T, redb::Error>,
+    ) -> Result<T, StoreError> {
+        use std::sync::atomic::Ordering;
+        let mut txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        let durable = matches!(durability, redb::Durability::Immediate);
+        if !durable {
+            txn.set_durability(durability)
+                .map_err(|e| self.err(redb::Error::from(e)))?;
+        }
         let out = f(&txn).map_err(|e| self.err(e))?;
         txn.commit().map_err(|e| self.err(e))?;
+        if durable {
+            self.unflushed.store(false, Ordering::Release);
+        } else {
+            self.unflushed.store(true, Ordering::Release);
+        }
         Ok(out)
+    }
+
+    fn put(
+        &self,
+        durability: redb::Durability,
+        table: SyncTable,
+        record: &StoredRecord,
+    ) -> Result<PutOutcome, StoreError> {
+        if record.key.len() > MAX_KEY_LEN {
+            return Err(StoreError::TooLarge("the record key"));
+        }
+        if record.envelope.len() > MAX_ENVELOPE_LEN {
+            return Err(StoreError::TooLarge("the envelope"));
+        }
+        let def = record_table(table)?;
+        self.write_with(durability, |txn| {
+            let mut t = txn.open_table(def)?;
+            let existing = t.get(record.key.as_slice())?.map(|g| {
+                let (version, hash, _) = g.value();
+                (version, hash.to_vec())
+            });
+            let outcome = match existing {
+                Some((version, hash))
+                    if (version, hash.as_slice()) >= (record.version, &record.hash[..]) =>
+                {
+                    return Ok(PutOutcome::Stale);
+                }
+                Some(_) => PutOutcome::Replaced,
+                None => PutOutcome::Inserted,
+            };
+            t.insert(
+                record.key.as_slice(),
+                (record.version, &record.hash[..], record.envelope.as_slice()),
+            )?;
+            Ok(outcome)
+        })
     }
 }
 
@@ -261,34 +338,23 @@ impl Store for RedbStore {
         table: SyncTable,
         record: &StoredRecord,
     ) -> Result<PutOutcome, StoreError> {
-        if record.key.len() > MAX_KEY_LEN {
-            return Err(StoreError::TooLarge("the record key"));
+        self.put(redb::Durability::Immediate, table, record)
+    }
+
+    fn put_replica(
+        &self,
+        table: SyncTable,
+        record: &StoredRecord,
+    ) -> Result<PutOutcome, StoreError> {
+        self.put(redb::Durability::None, table, record)
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        if self.unflushed.load(std::sync::atomic::Ordering::Acquire) {
+            // An empty durable commit persists every non-durable one before it.
+            self.write(|_| Ok(()))?;
         }
-        if record.envelope.len() > MAX_ENVELOPE_LEN {
-            return Err(StoreError::TooLarge("the envelope"));
-        }
-        let def = record_table(table)?;
-        self.write(|txn| {
-            let mut t = txn.open_table(def)?;
-            let existing = t.get(record.key.as_slice())?.map(|g| {
-                let (version, hash, _) = g.value();
-                (version, hash.to_vec())
-            });
-            let outcome = match existing {
-                Some((version, hash))
-                    if (version, hash.as_slice()) >= (record.version, &record.hash[..]) =>
-                {
-                    return Ok(PutOutcome::Stale);
-                }
-                Some(_) => PutOutcome::Replaced,
-                None => PutOutcome::Inserted,
-            };
-            t.insert(
-                record.key.as_slice(),
-                (record.version, &record.hash[..], record.envelope.as_slice()),
-            )?;
-            Ok(outcome)
-        })
+        Ok(())
     }
 
     fn get_record(&self, table: SyncTable, key: &[u8]) -> Result<Option<StoredRecord>, StoreError> {

@@ -8,13 +8,18 @@
 #![deny(missing_docs)]
 
 pub mod catalog;
+pub mod proxy;
+pub mod report;
 pub mod scenarios;
+pub mod sybil;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use agentnet_node::{Node, NodeConfig, NodeError, NodeHandle};
-use libp2p::Multiaddr;
+use agentnet_protocol::Did;
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId};
 
 /// Why the testnet failed.
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +151,8 @@ pub struct TestnetBuilder {
     topology: Topology,
     seed: u64,
     configure: Option<Configure>,
+    latency: Option<Duration>,
+    gossip_loss: f64,
 }
 
 impl std::fmt::Debug for TestnetBuilder {
@@ -154,6 +161,8 @@ impl std::fmt::Debug for TestnetBuilder {
             .field("nodes", &self.nodes)
             .field("topology", &self.topology)
             .field("seed", &self.seed)
+            .field("latency", &self.latency)
+            .field("gossip_loss", &self.gossip_loss)
             .finish_non_exhaustive()
     }
 }
@@ -183,12 +192,32 @@ impl TestnetBuilder {
         self
     }
 
+    /// Puts a relay in front of every node that holds each chunk of bytes for `delay` in
+    /// each direction ([`proxy`]); the harness dials the relays. Default none.
+    pub fn latency(mut self, delay: Duration) -> Self {
+        self.latency = Some(delay).filter(|d| !d.is_zero());
+        self
+    }
+
+    /// Each node drops this share (0 to 1) of the gossip messages it receives, unread
+    /// ([`NodeConfig::gossip_loss`]), each with its own seed drawn from the testnet's.
+    pub fn gossip_loss(mut self, share: f64) -> Self {
+        self.gossip_loss = share;
+        self
+    }
+
     /// Starts the nodes, connects them, and waits until every edge is connected.
     pub async fn spawn(self) -> Result<Testnet, TestnetError> {
         if self.nodes == 0 {
             return Err(TestnetError::Invalid(
                 "a testnet needs at least one node".into(),
             ));
+        }
+        if !(0.0..=1.0).contains(&self.gossip_loss) {
+            return Err(TestnetError::Invalid(format!(
+                "gossip loss {} is not a share between 0 and 1",
+                self.gossip_loss
+            )));
         }
         let dir = tempfile::tempdir()?;
         let mut net = Testnet {
@@ -197,6 +226,10 @@ impl TestnetBuilder {
             seed: self.seed,
             dir,
             configure: self.configure,
+            latency: self.latency,
+            gossip_loss: self.gossip_loss,
+            edges: Vec::new(),
+            blocked: false,
         };
         for _ in 0..self.nodes {
             net.add_node().await?;
@@ -205,21 +238,8 @@ impl TestnetBuilder {
         for &(from, to) in &edges {
             net.connect(from, to).await?;
         }
-        for &(from, to) in &edges {
-            let peer = net.nodes[to].handle.peer_id();
-            let handle = net.nodes[from].handle.clone();
-            wait_until(
-                Duration::from_secs(20),
-                &format!("node {from} to connect to {to}"),
-                async || {
-                    handle
-                        .connected_peers()
-                        .await
-                        .is_ok_and(|p| p.contains(&peer))
-                },
-            )
-            .await?;
-        }
+        net.wait_connected(&edges, Duration::from_secs(30)).await?;
+        net.wait_gossip(Duration::from_secs(30)).await?;
         Ok(net)
     }
 }
@@ -227,12 +247,27 @@ impl TestnetBuilder {
 /// A node of the testnet.
 #[derive(Debug)]
 pub struct TestNode {
-    /// Its handle.
-    pub handle: NodeHandle,
-    /// Its TCP address, with `/p2p/<peer id>`.
+    /// Its handle, while it runs.
+    handle: Option<NodeHandle>,
+    /// The address others dial (its relay's, with latency), with `/p2p/<peer id>`.
     pub addr: Multiaddr,
+    /// Its own TCP listener.
+    pub listen: Multiaddr,
     /// Its data directory.
     pub data_dir: PathBuf,
+    /// Its peer id (kept across restarts: the key is in the store).
+    pub peer_id: PeerId,
+    /// The config it runs with (reused on restart).
+    config: NodeConfig,
+    /// Its latency relay.
+    relay: Option<proxy::Relay>,
+}
+
+impl TestNode {
+    /// Its handle, or `None` while it is down.
+    pub fn handle(&self) -> Option<&NodeHandle> {
+        self.handle.as_ref()
+    }
 }
 
 /// N real nodes in this process.
@@ -242,6 +277,10 @@ pub struct Testnet {
     seed: u64,
     dir: tempfile::TempDir,
     configure: Option<Configure>,
+    latency: Option<Duration>,
+    gossip_loss: f64,
+    edges: Vec<(usize, usize)>,
+    blocked: bool,
 }
 
 impl std::fmt::Debug for Testnet {
@@ -249,6 +288,7 @@ impl std::fmt::Debug for Testnet {
         f.debug_struct("Testnet")
             .field("nodes", &self.nodes.len())
             .field("seed", &self.seed)
+            .field("edges", &self.edges.len())
             .finish_non_exhaustive()
     }
 }
@@ -271,6 +311,12 @@ pub async fn wait_until(
     }
 }
 
+/// The nodes' gossipsub heartbeat (`agentnet_node`'s swarm config).
+const GOSSIP_HEARTBEAT: Duration = Duration::from_millis(500);
+
+/// How long a restarted node waits for its old store to be released.
+const STORE_RELEASE: Duration = Duration::from_secs(10);
+
 impl Testnet {
     /// A builder: 5 nodes in a line, seed 1.
     pub fn builder() -> TestnetBuilder {
@@ -279,10 +325,12 @@ impl Testnet {
             topology: Topology::Line,
             seed: 1,
             configure: None,
+            latency: None,
+            gossip_loss: 0.0,
         }
     }
 
-    /// How many nodes.
+    /// How many nodes (up or down).
     pub fn len(&self) -> usize {
         self.nodes.len()
     }
@@ -303,8 +351,20 @@ impl Testnet {
     }
 
     /// Node `i`'s handle.
+    ///
+    /// # Panics
+    ///
+    /// If node `i` does not exist or is down ([`Testnet::try_node`] does not panic).
     pub fn node(&self, i: usize) -> &NodeHandle {
-        &self.nodes[i].handle
+        match self.try_node(i) {
+            Some(handle) => handle,
+            None => panic!("node {i} is down or does not exist"),
+        }
+    }
+
+    /// Node `i`'s handle, if it exists and runs.
+    pub fn try_node(&self, i: usize) -> Option<&NodeHandle> {
+        self.nodes.get(i).and_then(|n| n.handle.as_ref())
     }
 
     /// Node `i`.
@@ -312,9 +372,25 @@ impl Testnet {
         &self.nodes[i]
     }
 
-    /// Every node's handle.
+    /// Whether node `i` runs.
+    pub fn is_up(&self, i: usize) -> bool {
+        self.try_node(i).is_some()
+    }
+
+    /// The indices of the nodes that run.
+    pub fn up(&self) -> Vec<usize> {
+        (0..self.nodes.len()).filter(|&i| self.is_up(i)).collect()
+    }
+
+    /// The handles of the nodes that run.
     pub fn handles(&self) -> Vec<NodeHandle> {
-        self.nodes.iter().map(|n| n.handle.clone()).collect()
+        self.nodes.iter().filter_map(|n| n.handle.clone()).collect()
+    }
+
+    /// The connections the harness made (dialer, dialled): the topology's edges and any
+    /// [`Testnet::connect`] since.
+    pub fn edges(&self) -> &[(usize, usize)] {
+        &self.edges
     }
 
     /// Starts one more node (not connected); returns its index.
@@ -331,32 +407,65 @@ impl Testnet {
         let index = self.nodes.len();
         let data_dir = self.dir.path().join(format!("node-{index}"));
         let mut config = NodeConfig::new(&data_dir);
-        config.listen = vec![
-            "/ip4/127.0.0.1/tcp/0"
-                .parse()
-                .map_err(|e| TestnetError::Invalid(format!("listen address: {e}")))?,
-        ];
+        config.listen = vec![address("/ip4/127.0.0.1/tcp/0")?];
+        config.gossip_loss = self.gossip_loss;
+        config.fault_seed = self.rng.next_u64();
         if let Some(configure) = &self.configure {
             configure(index, &mut config);
         }
         f(&mut config);
         let node_err = |source| TestnetError::Node { index, source };
-        let handle = Node::builder(config).spawn().await.map_err(node_err)?;
-        let peer = handle.peer_id();
+        let handle = Node::builder(config.clone())
+            .spawn()
+            .await
+            .map_err(node_err)?;
+        let peer_id = handle.peer_id();
         let listen = wait_for_listener(&handle).await.map_err(node_err)?;
-        let addr = listen.with(libp2p::multiaddr::Protocol::P2p(peer));
+        let (addr, relay) = self.front(&listen, peer_id).await?;
+        // Restarts listen where the node listened first, so that its address holds.
+        config.listen = vec![listen.clone()];
         self.nodes.push(TestNode {
-            handle,
+            handle: Some(handle),
             addr,
+            listen,
             data_dir,
+            peer_id,
+            config,
+            relay,
         });
         Ok(index)
     }
 
-    /// Node `from` dials node `to`.
-    pub async fn connect(&self, from: usize, to: usize) -> Result<(), TestnetError> {
-        self.nodes[from]
-            .handle
+    /// The address to dial for a node listening on `listen`: its own, or a relay's.
+    async fn front(
+        &self,
+        listen: &Multiaddr,
+        peer: PeerId,
+    ) -> Result<(Multiaddr, Option<proxy::Relay>), TestnetError> {
+        let Some(delay) = self.latency else {
+            return Ok((listen.clone().with(Protocol::P2p(peer)), None));
+        };
+        let target = socket_addr(listen)?;
+        let relay = proxy::Relay::start(target, delay).await?;
+        let addr = Multiaddr::from(relay.addr().ip())
+            .with(Protocol::Tcp(relay.addr().port()))
+            .with(Protocol::P2p(peer));
+        Ok((addr, Some(relay)))
+    }
+
+    /// Node `from` dials node `to` (and the pair joins [`Testnet::edges`]).
+    pub async fn connect(&mut self, from: usize, to: usize) -> Result<(), TestnetError> {
+        if !self.edges.contains(&(from, to)) {
+            self.edges.push((from, to));
+        }
+        self.dial(from, to).await
+    }
+
+    async fn dial(&self, from: usize, to: usize) -> Result<(), TestnetError> {
+        let Some(handle) = self.try_node(from) else {
+            return Err(TestnetError::Invalid(format!("node {from} is down")));
+        };
+        handle
             .dial(self.nodes[to].addr.clone())
             .await
             .map_err(|source| TestnetError::Node {
@@ -365,7 +474,160 @@ impl Testnet {
             })
     }
 
-    /// Waits until every node satisfies `check` (given its handle).
+    /// Waits until each of `edges` whose ends both run is connected.
+    pub async fn wait_connected(
+        &self,
+        edges: &[(usize, usize)],
+        timeout: Duration,
+    ) -> Result<Duration, TestnetError> {
+        let started = Instant::now();
+        for &(from, to) in edges {
+            let (Some(handle), true) = (self.try_node(from).cloned(), self.is_up(to)) else {
+                continue;
+            };
+            let peer = self.nodes[to].peer_id;
+            let left = timeout.saturating_sub(started.elapsed());
+            wait_until(
+                left,
+                &format!("node {from} to connect to {to}"),
+                async || {
+                    handle
+                        .connected_peers()
+                        .await
+                        .is_ok_and(|p| p.contains(&peer))
+                },
+            )
+            .await?;
+        }
+        Ok(started.elapsed())
+    }
+
+    /// Waits until every running node with gossip on knows every connected peer as
+    /// subscribed to the registry topic, then for gossipsub's meshes to form (two
+    /// heartbeats). A card published before that reaches only the peers already known,
+    /// and the rest must wait for anti-entropy.
+    pub async fn wait_gossip(&self, timeout: Duration) -> Result<Duration, TestnetError> {
+        let started = Instant::now();
+        for (i, node) in self.nodes.iter().enumerate() {
+            let Some(handle) = node.handle.clone() else {
+                continue;
+            };
+            if !node.config.gossip {
+                continue;
+            }
+            let left = timeout.saturating_sub(started.elapsed());
+            wait_until(
+                left,
+                &format!("node {i}'s gossip subscriptions"),
+                async || {
+                    let connected = handle.connected_peers().await.map(|p| p.len());
+                    let subscribed = handle.registry_peers().await;
+                    matches!((connected, subscribed), (Ok(c), Ok(s)) if s >= c)
+                },
+            )
+            .await?;
+        }
+        tokio::time::sleep(GOSSIP_HEARTBEAT * 2).await;
+        Ok(started.elapsed())
+    }
+
+    /// Stops node `i` (its store stays; [`Testnet::restart`] brings it back).
+    pub async fn kill(&mut self, i: usize) -> Result<(), TestnetError> {
+        let Some(handle) = self.nodes.get_mut(i).and_then(|n| n.handle.take()) else {
+            return Err(TestnetError::Invalid(format!("node {i} is not running")));
+        };
+        handle
+            .shutdown()
+            .await
+            .map_err(|source| TestnetError::Node { index: i, source })
+    }
+
+    /// Starts node `i` again from its store, on its old address, and redials the
+    /// neighbours it had ([`Testnet::edges`]) that run, unless a partition is in place.
+    pub async fn restart(&mut self, i: usize) -> Result<(), TestnetError> {
+        if self.is_up(i) {
+            return Err(TestnetError::Invalid(format!("node {i} is running")));
+        }
+        let node_err = |source| TestnetError::Node { index: i, source };
+        let config = self.nodes[i].config.clone();
+        let started = Instant::now();
+        // The store is released once the old swarm task and its helpers let go of it.
+        let handle = loop {
+            match Node::builder(config.clone()).spawn().await {
+                Ok(handle) => break handle,
+                Err(NodeError::Store(_)) if started.elapsed() < STORE_RELEASE => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => return Err(node_err(e)),
+            }
+        };
+        let listen = wait_for_listener(&handle).await.map_err(node_err)?;
+        if listen != self.nodes[i].listen {
+            // The old port was taken: dial the new one from now on.
+            let (addr, relay) = self.front(&listen, handle.peer_id()).await?;
+            let node = &mut self.nodes[i];
+            node.listen = listen.clone();
+            node.config.listen = vec![listen];
+            node.addr = addr;
+            node.relay = relay;
+        }
+        self.nodes[i].handle = Some(handle);
+        if !self.blocked {
+            let neighbours: Vec<usize> = self
+                .edges
+                .iter()
+                .filter_map(|&(a, b)| match (a == i, b == i) {
+                    (true, false) => Some(b),
+                    (false, true) => Some(a),
+                    _ => None,
+                })
+                .filter(|&j| self.is_up(j))
+                .collect();
+            for j in neighbours {
+                self.dial(i, j).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Splits the network into `groups` (node indices; a node in no group is alone): every
+    /// running node blocks every node outside its group, which closes their connections and
+    /// refuses new ones both ways, until [`Testnet::heal`].
+    pub async fn partition(&mut self, groups: &[Vec<usize>]) -> Result<(), TestnetError> {
+        let group_of = |i: usize| groups.iter().position(|g| g.contains(&i));
+        for i in self.up() {
+            let others: Vec<PeerId> = (0..self.nodes.len())
+                .filter(|&j| j != i && (group_of(j).is_none() || group_of(j) != group_of(i)))
+                .map(|j| self.nodes[j].peer_id)
+                .collect();
+            self.node(i)
+                .block_peers(others)
+                .await
+                .map_err(|source| TestnetError::Node { index: i, source })?;
+        }
+        self.blocked = true;
+        Ok(())
+    }
+
+    /// Lifts every block and redials the harness's edges whose ends both run.
+    pub async fn heal(&mut self) -> Result<(), TestnetError> {
+        let everyone: Vec<PeerId> = self.nodes.iter().map(|n| n.peer_id).collect();
+        for i in self.up() {
+            self.node(i)
+                .unblock_peers(everyone.clone())
+                .await
+                .map_err(|source| TestnetError::Node { index: i, source })?;
+        }
+        self.blocked = false;
+        for &(from, to) in &self.edges {
+            if self.is_up(from) && self.is_up(to) {
+                self.dial(from, to).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until every running node satisfies `check` (given its handle).
     pub async fn wait_all(
         &self,
         timeout: Duration,
@@ -376,11 +638,84 @@ impl Testnet {
         wait_until(timeout, what, async || handles.iter().all(&check)).await
     }
 
+    /// Registers an agent for each of the first `count` entries of `catalog` (cycling) on
+    /// seeded random running nodes, the nodes working at once; returns (node, DID) of each.
+    pub async fn load_agents(
+        &mut self,
+        catalog: &[catalog::CatalogEntry],
+        count: usize,
+    ) -> Result<Vec<(usize, Did)>, TestnetError> {
+        if catalog.is_empty() {
+            return Err(TestnetError::Invalid("the catalog is empty".into()));
+        }
+        let up = self.up();
+        if up.is_empty() {
+            return Err(TestnetError::Invalid("no node is running".into()));
+        }
+        let mut per_node: Vec<Vec<usize>> = vec![Vec::new(); self.nodes.len()];
+        for e in 0..count {
+            let i = up[self.rng.below(up.len())];
+            per_node[i].push(e);
+        }
+        let jobs = per_node
+            .into_iter()
+            .enumerate()
+            .filter(|(_, e)| !e.is_empty());
+        let results = futures::future::join_all(jobs.map(|(i, entries)| {
+            let handle = self.node(i).clone();
+            async move {
+                let mut dids = Vec::with_capacity(entries.len());
+                for e in entries {
+                    let did = handle
+                        .register_agent(catalog[e % catalog.len()].agent())
+                        .await
+                        .map_err(|source| TestnetError::Node { index: i, source })?;
+                    dids.push((e, i, did));
+                }
+                Ok::<_, TestnetError>(dids)
+            }
+        }))
+        .await;
+        let mut all = Vec::with_capacity(count);
+        for r in results {
+            all.extend(r?);
+        }
+        all.sort_by_key(|(e, ..)| *e);
+        Ok(all.into_iter().map(|(_, i, did)| (i, did)).collect())
+    }
+
     /// Stops every node.
     pub async fn shutdown(self) {
         for node in &self.nodes {
-            let _ = node.handle.shutdown().await;
+            if let Some(handle) = &node.handle {
+                let _ = handle.shutdown().await;
+            }
         }
+    }
+}
+
+fn address(s: &str) -> Result<Multiaddr, TestnetError> {
+    s.parse()
+        .map_err(|e| TestnetError::Invalid(format!("address {s}: {e}")))
+}
+
+/// The IP and TCP port of a `/ip4/../tcp/..` address.
+fn socket_addr(addr: &Multiaddr) -> Result<std::net::SocketAddr, TestnetError> {
+    let mut ip = None;
+    let mut port = None;
+    for p in addr.iter() {
+        match p {
+            Protocol::Ip4(a) => ip = Some(std::net::IpAddr::V4(a)),
+            Protocol::Ip6(a) => ip = Some(std::net::IpAddr::V6(a)),
+            Protocol::Tcp(p) => port = Some(p),
+            _ => {}
+        }
+    }
+    match (ip, port) {
+        (Some(ip), Some(port)) => Ok(std::net::SocketAddr::new(ip, port)),
+        _ => Err(TestnetError::Invalid(format!(
+            "{addr} is not a TCP address"
+        ))),
     }
 }
 

@@ -1,11 +1,16 @@
 //! Measurements over a running [`Testnet`]: card propagation, late-joiner convergence,
 //! intent round trips, and the memory of a node holding many agents.
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use agentnet_node::{AgentReply, IntentRequest, Node, NodeConfig};
+use agentnet_discovery::{
+    CapabilityIndex, IndexConfig, LexicalConfig, LexicalEmbedder, RankWeights, SearchQuery,
+};
+
+use agentnet_node::{AgentReply, IntentRequest, Node, NodeConfig, NodeHandle};
 use agentnet_protocol::limits::MAX_CARD_LIFETIME;
-use agentnet_protocol::{AgentCard, Intent, Keypair, Outcome, SignedEnvelope, Timestamp};
+use agentnet_protocol::{AgentCard, Did, Intent, Keypair, Outcome, SignedEnvelope, Timestamp};
 use serde::Serialize;
 
 use crate::catalog::CatalogEntry;
@@ -53,57 +58,193 @@ pub fn stats(samples: &[Duration]) -> Stats {
     }
 }
 
+/// Gossip traffic over a measured stretch, from the nodes' counters.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Traffic {
+    /// Gossip messages received per node (after gossipsub's own de-duplication).
+    pub messages_per_node: f64,
+    /// Payload bytes of those, per node.
+    pub bytes_per_node: f64,
+    /// Messages carrying a record the node already held, per node.
+    pub duplicates_per_node: f64,
+    /// Records learnt by anti-entropy instead, per node.
+    pub synced_per_node: f64,
+}
+
+/// Sums of the counters [`Traffic`] is made of.
+#[derive(Clone, Copy, Debug, Default)]
+struct Counters {
+    received: u64,
+    bytes: u64,
+    stale: u64,
+    synced: u64,
+    nodes: usize,
+}
+
+fn counters(net: &Testnet) -> Counters {
+    let mut c = Counters::default();
+    for h in net.handles() {
+        let m = h.metrics();
+        c.received += m.gossip_received;
+        c.bytes += m.gossip_bytes;
+        c.stale += m.gossip_ignored;
+        c.synced += m.synced_records;
+        c.nodes += 1;
+    }
+    c
+}
+
+fn traffic(before: Counters, after: Counters, per: usize) -> Traffic {
+    let div = (after.nodes.max(1) * per.max(1)) as f64;
+    Traffic {
+        messages_per_node: after.received.saturating_sub(before.received) as f64 / div,
+        bytes_per_node: after.bytes.saturating_sub(before.bytes) as f64 / div,
+        duplicates_per_node: after.stale.saturating_sub(before.stale) as f64 / div,
+        synced_per_node: after.synced.saturating_sub(before.synced) as f64 / div,
+    }
+}
+
 /// How fast cards spread.
 #[derive(Clone, Debug, Serialize)]
 pub struct Propagation {
-    /// Cards registered before measuring (excluded).
+    /// Agents registered (spread over the nodes) before anything was timed.
+    pub agents: usize,
+    /// Time until every node held every one of those agents' capabilities.
+    pub load_ms: f64,
+    /// Gossip traffic per node per agent while loading them.
+    pub load_traffic_per_agent: Traffic,
+    /// Cards registered and timed but left out of the figures (warm-up).
     pub warmup: usize,
     /// From the call that registers an agent on a random node (including that node's
     /// durable commit) until every node holds its card.
     pub to_all_nodes: Stats,
+    /// The same clock, until each single node holds the card: one sample per card and
+    /// node (the CDF's samples).
+    pub to_each_node: Stats,
     /// Cards measured.
     pub samples: usize,
+    /// Gossip traffic per node per timed card.
+    pub traffic_per_card: Traffic,
+    /// Every (card, node) arrival in milliseconds, for the CDF.
+    pub arrivals_ms: Vec<f64>,
 }
 
-/// Registers `warmup + cards` agents from `catalog` on seeded random nodes, one at a time,
-/// and times each until every node holds its card.
+/// Registers `spec` on node `origin` and returns, for each running node, how long after
+/// the call began it held the card. Nodes are polled every 2 ms, each until it has it.
+async fn arrivals(
+    net: &Testnet,
+    origin: usize,
+    spec: agentnet_node::AgentSpec,
+    timeout: Duration,
+) -> Result<(Did, Vec<Duration>), TestnetError> {
+    let started = Instant::now();
+    let did = net
+        .node(origin)
+        .register_agent(spec)
+        .await
+        .map_err(|source| TestnetError::Node {
+            index: origin,
+            source,
+        })?;
+    let mut waiting = net.handles();
+    let mut got = Vec::with_capacity(waiting.len());
+    while !waiting.is_empty() {
+        let now = started.elapsed();
+        waiting.retain(|h| {
+            let has = h.agent(&did).ok().flatten().is_some();
+            if has {
+                got.push(now);
+            }
+            !has
+        });
+        if waiting.is_empty() {
+            break;
+        }
+        if now > timeout {
+            return Err(TestnetError::Timeout(
+                timeout,
+                format!("card {did} on {} more nodes", waiting.len()),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    Ok((did, got))
+}
+
+/// Waits until every running node indexes at least `capabilities` capabilities.
+pub async fn wait_capabilities(
+    net: &Testnet,
+    capabilities: usize,
+    timeout: Duration,
+) -> Result<Duration, TestnetError> {
+    let result = net
+        .wait_all(
+            timeout,
+            &format!("{capabilities} capabilities on every node"),
+            |h| h.capabilities() >= capabilities,
+        )
+        .await;
+    if let Err(TestnetError::Timeout(t, what)) = result {
+        let held: Vec<usize> = net.handles().iter().map(|h| h.capabilities()).collect();
+        let behind = held.iter().filter(|&&c| c < capabilities).count();
+        let least = held.iter().copied().min().unwrap_or(0);
+        return Err(TestnetError::Timeout(
+            t,
+            format!("{what} ({behind} nodes behind, the least holding {least})"),
+        ));
+    }
+    result
+}
+
+/// Loads `agents` agents from `catalog` spread over the nodes, waits until every node has
+/// them, then registers `warmup + cards` more on seeded random nodes one at a time and
+/// times each until every node holds its card.
 pub async fn propagation(
     net: &mut Testnet,
     catalog: &[CatalogEntry],
+    agents: usize,
     warmup: usize,
     cards: usize,
 ) -> Result<Propagation, TestnetError> {
     if catalog.is_empty() {
         return Err(TestnetError::Invalid("the catalog is empty".into()));
     }
-    let mut samples = Vec::with_capacity(cards);
+    let base = net.node(net.up()[0]).capabilities();
+    let started = Instant::now();
+    let before_load = counters(net);
+    if agents > 0 {
+        net.load_agents(catalog, agents).await?;
+        wait_capabilities(net, base + agents, Duration::from_secs(900)).await?;
+    }
+    let load_ms = started.elapsed().as_secs_f64() * 1e3;
+    let load_traffic = traffic(before_load, counters(net), agents);
+    let mut to_all = Vec::with_capacity(cards);
+    let mut to_each = Vec::with_capacity(cards * net.len());
+    let mut before = counters(net);
     for i in 0..warmup + cards {
-        let n = net.len();
-        let origin = net.rng().below(n);
-        let entry = &catalog[i % catalog.len()];
-        let started = Instant::now();
-        let did = net
-            .node(origin)
-            .register_agent(entry.agent())
-            .await
-            .map_err(|source| TestnetError::Node {
-                index: origin,
-                source,
-            })?;
-        net.wait_all(
-            Duration::from_secs(30),
-            &format!("card {i} everywhere"),
-            |h| h.agent(&did).ok().flatten().is_some(),
-        )
-        .await?;
+        if i == warmup {
+            before = counters(net);
+        }
+        let up = net.up();
+        let origin = up[net.rng().below(up.len())];
+        let entry = &catalog[(agents + i) % catalog.len()];
+        let (_, got) = arrivals(net, origin, entry.agent(), Duration::from_secs(30)).await?;
         if i >= warmup {
-            samples.push(started.elapsed());
+            to_all.push(got.iter().copied().max().unwrap_or_default());
+            to_each.extend(got);
         }
     }
+    let after = counters(net);
     Ok(Propagation {
+        agents,
+        load_ms,
+        load_traffic_per_agent: load_traffic,
         warmup,
-        to_all_nodes: stats(&samples),
-        samples: samples.len(),
+        to_all_nodes: stats(&to_all),
+        to_each_node: stats(&to_each),
+        samples: to_all.len(),
+        traffic_per_card: traffic(before, after, cards),
+        arrivals_ms: to_each.iter().map(|d| d.as_secs_f64() * 1e3).collect(),
     })
 }
 
@@ -203,6 +344,587 @@ pub async fn intent_rtt(net: &Testnet, n: usize) -> Result<IntentRtt, TestnetErr
         sent: n,
         errors,
         round_trip: stats(&samples),
+    })
+}
+
+/// A point of a convergence curve: seconds since a start, and the share of (record, node)
+/// pairs held.
+pub type Point = (f64, f64);
+
+/// The share of the `expected` capabilities the running nodes hold, over all of them.
+fn held_share(net: &Testnet, expected: usize) -> f64 {
+    let handles = net.handles();
+    if handles.is_empty() || expected == 0 {
+        return 1.0;
+    }
+    let held: usize = handles.iter().map(|h| h.capabilities().min(expected)).sum();
+    held as f64 / (expected * handles.len()) as f64
+}
+
+/// Waits until every running node indexes `expected` capabilities, sampling the held share
+/// every 50 ms into `curve` (seconds since `t0`).
+async fn converge(
+    net: &Testnet,
+    expected: usize,
+    timeout: Duration,
+    t0: Instant,
+    curve: &mut Vec<Point>,
+) -> Result<Duration, TestnetError> {
+    let started = Instant::now();
+    loop {
+        let share = held_share(net, expected);
+        curve.push((t0.elapsed().as_secs_f64(), share));
+        if share >= 1.0 {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > timeout {
+            return Err(TestnetError::Timeout(
+                timeout,
+                format!("{expected} capabilities on every node (held share {share:.4})"),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A partition and its healing.
+#[derive(Clone, Debug, Serialize)]
+pub struct Partition {
+    /// Nodes on each side.
+    pub sides: [usize; 2],
+    /// Cards registered on each side while split.
+    pub cards_per_side: usize,
+    /// Capabilities every node must hold once healed.
+    pub capabilities: usize,
+    /// Whether each side held all its own cards and none of the other's while split.
+    pub split_held: bool,
+    /// From lifting the blocks until every node holds every capability.
+    pub heal_ms: f64,
+    /// The held share over time (seconds since the split).
+    pub curve: Vec<Point>,
+    /// When the heal began on that clock.
+    pub healed_at_s: f64,
+}
+
+/// Splits the running nodes 50/50 (a seeded shuffle), registers `cards_per_side` cards
+/// on random nodes of each side, checks the split holds, heals, and times until every
+/// node holds every capability.
+pub async fn partition(
+    net: &mut Testnet,
+    catalog: &[CatalogEntry],
+    cards_per_side: usize,
+) -> Result<Partition, TestnetError> {
+    if catalog.is_empty() {
+        return Err(TestnetError::Invalid("the catalog is empty".into()));
+    }
+    let mut up = net.up();
+    if up.len() < 2 {
+        return Err(TestnetError::Invalid("a partition needs two nodes".into()));
+    }
+    for i in (1..up.len()).rev() {
+        let j = net.rng().below(i + 1);
+        up.swap(i, j);
+    }
+    let half = up.len() / 2;
+    let sides = [up[..half].to_vec(), up[half..].to_vec()];
+    let base = net.node(up[0]).capabilities();
+    let t0 = Instant::now();
+    let mut curve = Vec::new();
+    net.partition(&sides).await?;
+    // Both sides' meshes re-form without the other (gossipsub heartbeats every 500 ms).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut dids: [Vec<Did>; 2] = [Vec::new(), Vec::new()];
+    let offset = net.rng().below(catalog.len());
+    for (s, side) in sides.iter().enumerate() {
+        for c in 0..cards_per_side {
+            let origin = side[net.rng().below(side.len())];
+            let entry = &catalog[(offset + s * cards_per_side + c) % catalog.len()];
+            let did = net
+                .node(origin)
+                .register_agent(entry.agent())
+                .await
+                .map_err(|source| TestnetError::Node {
+                    index: origin,
+                    source,
+                })?;
+            dids[s].push(did);
+        }
+    }
+    let mut split_held = true;
+    for (s, side) in sides.iter().enumerate() {
+        let handles: Vec<_> = side.iter().map(|&i| net.node(i).clone()).collect();
+        let own = &dids[s];
+        wait_until(
+            Duration::from_secs(30),
+            &format!("side {s} to hold its own cards"),
+            async || {
+                handles
+                    .iter()
+                    .all(|h| own.iter().all(|d| h.agent(d).ok().flatten().is_some()))
+            },
+        )
+        .await?;
+        let other = &dids[1 - s];
+        split_held &= handles
+            .iter()
+            .all(|h| other.iter().all(|d| h.agent(d).ok().flatten().is_none()));
+        curve.push((
+            t0.elapsed().as_secs_f64(),
+            held_share(net, base + 2 * cards_per_side),
+        ));
+    }
+    let healed_at_s = t0.elapsed().as_secs_f64();
+    let heal_started = Instant::now();
+    net.heal().await?;
+    let expected = base + 2 * cards_per_side;
+    converge(net, expected, Duration::from_secs(60), t0, &mut curve).await?;
+    Ok(Partition {
+        sides: [sides[0].len(), sides[1].len()],
+        cards_per_side,
+        capabilities: expected,
+        split_held,
+        heal_ms: heal_started.elapsed().as_secs_f64() * 1e3,
+        curve,
+        healed_at_s,
+    })
+}
+
+/// Churn: nodes leave and come back while cards keep being registered.
+#[derive(Clone, Debug, Serialize)]
+pub struct Churn {
+    /// How long the churn lasted.
+    pub duration_s: f64,
+    /// Nodes stopped per second.
+    pub rate_per_s: f64,
+    /// How long a stopped node stays down.
+    pub downtime_s: f64,
+    /// Nodes stopped (each restarted later).
+    pub departures: usize,
+    /// Cards registered during the churn.
+    pub cards: usize,
+    /// At the end of the churn: the share of (card, running node) pairs held.
+    pub delivery_ratio: f64,
+    /// From the end of the churn (every node restarted) until every node holds every card.
+    pub convergence_ms: f64,
+    /// The held share over time (seconds since the churn began).
+    pub curve: Vec<Point>,
+    /// When the churn ended on that clock.
+    pub ended_at_s: f64,
+}
+
+/// For `duration`, stops a seeded random node (never node 0, the harness's anchor) every
+/// `1 / rate` seconds for `downtime`, and registers `cards_per_s` cards per second on
+/// running nodes; then restarts every stopped node and times convergence.
+pub async fn churn(
+    net: &mut Testnet,
+    catalog: &[CatalogEntry],
+    duration: Duration,
+    rate: f64,
+    downtime: Duration,
+    cards_per_s: f64,
+) -> Result<Churn, TestnetError> {
+    if catalog.is_empty()
+        || rate.is_nan()
+        || rate <= 0.0
+        || cards_per_s.is_nan()
+        || cards_per_s <= 0.0
+        || net.len() < 3
+    {
+        return Err(TestnetError::Invalid(
+            "churn needs a catalog, positive rates and three nodes".into(),
+        ));
+    }
+    let base = net.node(0).capabilities();
+    let t0 = Instant::now();
+    let mut curve = Vec::new();
+    let mut down: Vec<(Instant, usize)> = Vec::new();
+    let mut departures = 0;
+    let mut cards = 0usize;
+    let kill_every = Duration::from_secs_f64(1.0 / rate);
+    let card_every = Duration::from_secs_f64(1.0 / cards_per_s);
+    let mut next_kill = t0 + kill_every;
+    let mut next_card = t0;
+    let mut next_sample = t0;
+    let offset = net.rng().below(catalog.len());
+    while t0.elapsed() < duration {
+        let now = Instant::now();
+        // Bring back those whose downtime is over.
+        let mut i = 0;
+        while i < down.len() {
+            if down[i].0 <= now {
+                let (_, node) = down.swap_remove(i);
+                net.restart(node).await?;
+            } else {
+                i += 1;
+            }
+        }
+        if now >= next_kill {
+            next_kill += kill_every;
+            let candidates: Vec<usize> = net.up().into_iter().filter(|&i| i != 0).collect();
+            // Keep at least half the network up.
+            if candidates.len() + 1 > net.len() / 2 {
+                let node = candidates[net.rng().below(candidates.len())];
+                net.kill(node).await?;
+                down.push((Instant::now() + downtime, node));
+                departures += 1;
+            }
+        }
+        if now >= next_card {
+            next_card += card_every;
+            let up = net.up();
+            let origin = up[net.rng().below(up.len())];
+            let entry = &catalog[(offset + cards) % catalog.len()];
+            net.node(origin)
+                .register_agent(entry.agent())
+                .await
+                .map_err(|source| TestnetError::Node {
+                    index: origin,
+                    source,
+                })?;
+            cards += 1;
+        }
+        if now >= next_sample {
+            next_sample += Duration::from_millis(100);
+            curve.push((t0.elapsed().as_secs_f64(), held_share(net, base + cards)));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let expected = base + cards;
+    let delivery_ratio = held_share(net, expected);
+    let ended_at_s = t0.elapsed().as_secs_f64();
+    let end = Instant::now();
+    for (_, node) in std::mem::take(&mut down) {
+        net.restart(node).await?;
+    }
+    converge(net, expected, Duration::from_secs(120), t0, &mut curve).await?;
+    Ok(Churn {
+        duration_s: duration.as_secs_f64(),
+        rate_per_s: rate,
+        downtime_s: downtime.as_secs_f64(),
+        departures,
+        cards,
+        delivery_ratio,
+        convergence_ms: end.elapsed().as_secs_f64() * 1e3,
+        curve,
+        ended_at_s,
+    })
+}
+
+/// One query of a query file: `{"query": ..}` (other fields ignored).
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct Query {
+    /// The text.
+    pub query: String,
+}
+
+/// Reads a JSONL query file.
+pub fn load_queries(path: &std::path::Path) -> Result<Vec<Query>, TestnetError> {
+    let len = std::fs::metadata(path)?.len();
+    if len > crate::catalog::MAX_CATALOG_LEN {
+        return Err(TestnetError::Invalid(format!(
+            "{} is too large",
+            path.display()
+        )));
+    }
+    std::fs::read_to_string(path)?
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| {
+                TestnetError::Invalid(format!("{} line {}: {e}", path.display(), i + 1))
+            })
+        })
+        .collect()
+}
+
+/// Queries made from catalog entries' descriptions, for runs without a query file.
+pub fn synthetic_queries(catalog: &[CatalogEntry], n: usize) -> Vec<Query> {
+    catalog
+        .iter()
+        .step_by((catalog.len() / n.max(1)).max(1))
+        .take(n)
+        .map(|e| Query {
+            query: e
+                .description
+                .split_whitespace()
+                .take(12)
+                .collect::<Vec<_>>()
+                .join(" "),
+        })
+        .collect()
+}
+
+/// Search agreement with a central exact index.
+#[derive(Clone, Debug, Serialize)]
+pub struct SearchAgreement {
+    /// Queries asked of every running node, per round.
+    pub queries: usize,
+    /// Rounds (churn steps between them).
+    pub rounds: usize,
+    /// Nodes stopped and restarted between rounds.
+    pub departures: usize,
+    /// Mean over queries and nodes of |node's top 10 ∩ central top 10| / |central top 10|.
+    pub recall_at_10: f64,
+    /// The lowest node-and-query recall seen.
+    pub min_recall: f64,
+    /// Mean recall per round.
+    pub per_round: Vec<f64>,
+    /// How the central index searched.
+    pub central_backend: String,
+    /// Capabilities every node held before the first round.
+    pub capabilities: usize,
+}
+
+/// Rank by similarity alone, so that a node's own trust does not reorder what it shares.
+fn similarity_only(text: &str) -> SearchQuery {
+    let mut q = SearchQuery::new(text, 10);
+    let mut w = RankWeights::default();
+    w.similarity = 1.0;
+    w.trust = 0.0;
+    w.freshness = 0.0;
+    w.price = 0.0;
+    q.weights = Some(w);
+    q
+}
+
+/// Every running node answers the same queries (top 10 by similarity); each answer is
+/// compared with a central index that scans every card exactly. Between rounds, `churn`
+/// nodes are stopped and others restarted (node 0 stays up); every node holds every card
+/// before the first round. Nodes down at a round are not asked.
+pub async fn search_agreement(
+    net: &mut Testnet,
+    queries: &[Query],
+    rounds: usize,
+    churn: usize,
+) -> Result<SearchAgreement, TestnetError> {
+    if queries.is_empty() {
+        return Err(TestnetError::Invalid("no queries".into()));
+    }
+    // The central index: every card node 0 holds, scanned exactly.
+    let mut config = IndexConfig::default();
+    config.hnsw_threshold = usize::MAX;
+    let mut central = CapabilityIndex::with_embedder(
+        Box::new(LexicalEmbedder::new(LexicalConfig::default())),
+        config,
+    );
+    let first = net.node(0).clone();
+    let mut after = String::new();
+    loop {
+        let cards = first
+            .cards(&after, 1000)
+            .map_err(|source| TestnetError::Node { index: 0, source })?;
+        let Some(last) = cards.last() else { break };
+        after = last.did.as_str().to_owned();
+        for card in &cards {
+            central
+                .upsert(card)
+                .map_err(|e| TestnetError::Invalid(format!("central index: {e}")))?;
+        }
+    }
+    let expected = central.len();
+    wait_capabilities(net, expected, Duration::from_secs(60)).await?;
+    let now = Timestamp::now();
+    let neutral = |_: &Did, _: &str| 0.5;
+    let mut truth = Vec::with_capacity(queries.len());
+    for q in queries {
+        let page = central
+            .search(&similarity_only(&q.query), &neutral, now)
+            .map_err(|e| TestnetError::Invalid(format!("central search: {e}")))?;
+        truth.push(
+            page.hits
+                .into_iter()
+                .map(|h| (h.did, h.capability))
+                .collect::<HashSet<_>>(),
+        );
+    }
+    let mut per_round = Vec::with_capacity(rounds);
+    let mut sum = 0.0;
+    let mut n = 0usize;
+    let mut min_recall: f64 = 1.0;
+    let mut departures = 0;
+    let mut down: Vec<usize> = Vec::new();
+    for round in 0..rounds {
+        if round > 0 && churn > 0 {
+            for node in std::mem::take(&mut down) {
+                net.restart(node).await?;
+            }
+            for _ in 0..churn {
+                let candidates: Vec<usize> = net.up().into_iter().filter(|&i| i != 0).collect();
+                if candidates.len() < 2 {
+                    break;
+                }
+                let node = candidates[net.rng().below(candidates.len())];
+                net.kill(node).await?;
+                down.push(node);
+                departures += 1;
+            }
+        }
+        let mut round_sum = 0.0;
+        let mut round_n = 0usize;
+        for handle in net.handles() {
+            for (q, want) in queries.iter().zip(&truth) {
+                if want.is_empty() {
+                    continue;
+                }
+                let page = match handle.search(&similarity_only(&q.query)) {
+                    Ok(page) => page,
+                    Err(e) => return Err(TestnetError::Invalid(format!("node search: {e}"))),
+                };
+                let got = page
+                    .hits
+                    .iter()
+                    .filter(|h| want.contains(&(h.did.clone(), h.capability.clone())))
+                    .count();
+                let recall = got as f64 / want.len() as f64;
+                min_recall = min_recall.min(recall);
+                round_sum += recall;
+                round_n += 1;
+            }
+        }
+        sum += round_sum;
+        n += round_n;
+        per_round.push(round_sum / round_n.max(1) as f64);
+    }
+    for node in down {
+        net.restart(node).await?;
+    }
+    Ok(SearchAgreement {
+        queries: queries.len(),
+        rounds,
+        departures,
+        recall_at_10: sum / n.max(1) as f64,
+        min_recall,
+        per_round,
+        central_backend: central.backend().to_owned(),
+        capabilities: expected,
+    })
+}
+
+/// Intents under load across the network.
+#[derive(Clone, Debug, Serialize)]
+pub struct IntentLoad {
+    /// Callers sending at once.
+    pub concurrency: usize,
+    /// How long they sent.
+    pub duration_s: f64,
+    /// Intents sent.
+    pub sent: usize,
+    /// Those that did not succeed (including refusals and timeouts).
+    pub errors: usize,
+    /// `errors / sent`.
+    pub error_rate: f64,
+    /// Successful intents per second, network-wide.
+    pub intents_per_s: f64,
+    /// Round trips of the successful ones.
+    pub latency: Stats,
+}
+
+/// An echo agent and a caller on every running node; `concurrency` tasks each send
+/// intents, one after another, from a random caller to a random echo agent on another
+/// node, for `duration`.
+pub async fn intent_load(
+    net: &mut Testnet,
+    concurrency: usize,
+    duration: Duration,
+) -> Result<IntentLoad, TestnetError> {
+    let up = net.up();
+    if up.len() < 2 || concurrency == 0 {
+        return Err(TestnetError::Invalid(
+            "intent load needs two nodes and one caller".into(),
+        ));
+    }
+    let capability = "echo-load".to_owned();
+    let spec = |name: &str| {
+        agentnet_node::AgentSpec::new(
+            name,
+            "echoes its input",
+            vec![agentnet_protocol::Capability {
+                name: capability.clone(),
+                description: "Echo the input document back".into(),
+                tags: vec!["echo".into()],
+                version: "1".into(),
+                price: None,
+            }],
+        )
+    };
+    let mut echoes = Vec::new();
+    let mut callers = Vec::new();
+    for &i in &up {
+        let node_err = |source| TestnetError::Node { index: i, source };
+        let h = net.node(i).clone();
+        let echo = h.register_agent(spec("echo")).await.map_err(node_err)?;
+        h.serve(&echo, |intent: Intent| async move {
+            let input: serde_json::Value =
+                serde_json::from_slice(&intent.input).unwrap_or_default();
+            AgentReply::completed(input)
+        })
+        .map_err(node_err)?;
+        let caller = h.register_agent(spec("caller")).await.map_err(node_err)?;
+        echoes.push((i, echo));
+        callers.push((i, caller));
+    }
+    let all: Vec<Did> = echoes.iter().map(|(_, d)| d.clone()).collect();
+    net.wait_all(Duration::from_secs(60), "every echo card everywhere", |h| {
+        all.iter().all(|d| h.agent(d).ok().flatten().is_some())
+    })
+    .await?;
+    let seeds: Vec<u64> = (0..concurrency).map(|_| net.rng().next_u64()).collect();
+    let handles: Vec<(usize, NodeHandle)> = up.iter().map(|&i| (i, net.node(i).clone())).collect();
+    let deadline = Instant::now() + duration;
+    let started = Instant::now();
+    let tasks = seeds.into_iter().map(|seed| {
+        let handles = handles.clone();
+        let echoes = echoes.clone();
+        let callers = callers.clone();
+        let capability = capability.clone();
+        async move {
+            let mut rng = crate::Rng::new(seed);
+            let mut latencies = Vec::new();
+            let mut sent = 0usize;
+            let mut errors = 0usize;
+            while Instant::now() < deadline {
+                let (from_node, caller) = &callers[rng.below(callers.len())];
+                let targets: Vec<&(usize, Did)> =
+                    echoes.iter().filter(|(n, _)| n != from_node).collect();
+                let (_, echo) = targets[rng.below(targets.len())];
+                let Some((_, h)) = handles.iter().find(|(i, _)| i == from_node) else {
+                    continue;
+                };
+                sent += 1;
+                let request = IntentRequest::new(
+                    caller.clone(),
+                    echo.clone(),
+                    capability.clone(),
+                    serde_json::json!({ "n": sent }),
+                )
+                .with_timeout(Duration::from_secs(10));
+                match h.send_intent(request).await {
+                    Ok(o) if o.outcome == Outcome::Success => latencies.push(o.latency),
+                    _ => errors += 1,
+                }
+            }
+            (sent, errors, latencies)
+        }
+    });
+    let results = futures::future::join_all(tasks).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut sent = 0;
+    let mut errors = 0;
+    let mut latencies = Vec::new();
+    for (s, e, l) in results {
+        sent += s;
+        errors += e;
+        latencies.extend(l);
+    }
+    Ok(IntentLoad {
+        concurrency,
+        duration_s: elapsed,
+        sent,
+        errors,
+        error_rate: errors as f64 / sent.max(1) as f64,
+        intents_per_s: latencies.len() as f64 / elapsed.max(1e-9),
+        latency: stats(&latencies),
     })
 }
 

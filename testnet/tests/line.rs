@@ -56,7 +56,7 @@ async fn a_card_crosses_a_five_node_line_and_its_tombstone_follows() {
 
     // More cards, then a late joiner that learns them by anti-entropy alone.
     let catalog = agentnet_testnet::catalog::synthetic(60);
-    let p = scenarios::propagation(&mut net, &catalog, 0, 60)
+    let p = scenarios::propagation(&mut net, &catalog, 0, 0, 60)
         .await
         .expect("propagation");
     assert!(p.to_all_nodes.p99_ms < 5_000.0, "{p:?}");
