@@ -502,12 +502,18 @@ impl Testnet {
         Ok(started.elapsed())
     }
 
-    /// Waits until every running node with gossip on knows every connected peer as
-    /// subscribed to the registry topic, then for gossipsub's meshes to form (two
+    /// Waits until every running node with gossip on knows every connected peer with gossip
+    /// on as subscribed to the registry topic, then for gossipsub's meshes to form (two
     /// heartbeats). A card published before that reaches only the peers already known,
     /// and the rest must wait for anti-entropy.
     pub async fn wait_gossip(&self, timeout: Duration) -> Result<Duration, TestnetError> {
         let started = Instant::now();
+        let silent: Vec<PeerId> = self
+            .nodes
+            .iter()
+            .filter(|n| !n.config.gossip)
+            .map(|n| n.peer_id)
+            .collect();
         for (i, node) in self.nodes.iter().enumerate() {
             let Some(handle) = node.handle.clone() else {
                 continue;
@@ -520,7 +526,11 @@ impl Testnet {
                 left,
                 &format!("node {i}'s gossip subscriptions"),
                 async || {
-                    let connected = handle.connected_peers().await.map(|p| p.len());
+                    // Peers with gossip off never subscribe.
+                    let connected = handle
+                        .connected_peers()
+                        .await
+                        .map(|p| p.iter().filter(|p| !silent.contains(p)).count());
                     let subscribed = handle.registry_peers().await;
                     matches!((connected, subscribed), (Ok(c), Ok(s)) if s >= c)
                 },

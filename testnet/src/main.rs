@@ -43,7 +43,7 @@ enum Scenario {
     IntentRtt,
     /// RSS of one node holding --agents agents.
     Memory,
-    /// Propagation, then a late joiner, then a partition, on one testnet loaded once.
+    /// Propagation, then a partition, then a late joiner, on one testnet loaded once.
     Registry,
     /// Propagation, late-join, partition, search-agreement, intent-load, churn and sybil,
     /// each on a fresh testnet.
@@ -344,8 +344,8 @@ async fn run_inner(
         let mut outcomes = Vec::new();
         for (k, s) in [
             Scenario::Propagation,
-            Scenario::LateJoin,
             Scenario::Partition,
+            Scenario::LateJoin,
         ]
         .into_iter()
         .enumerate()

@@ -406,7 +406,8 @@ pub struct Partition {
     pub healed_at_s: f64,
 }
 
-/// Splits the running nodes 50/50 (a seeded shuffle), registers `cards_per_side` cards
+/// Splits the running nodes 50/50 (a seeded shuffle; each side joined up by a ring of its
+/// own), registers `cards_per_side` cards
 /// on random nodes of each side, checks the split holds, heals, and times until every
 /// node holds every capability.
 pub async fn partition(
@@ -431,8 +432,21 @@ pub async fn partition(
     let t0 = Instant::now();
     let mut curve = Vec::new();
     net.partition(&sides).await?;
-    // Both sides' meshes re-form without the other (gossipsub heartbeats every 500 ms).
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A random split can leave a node with no neighbour on its own side: each side is
+    // joined up by a ring of its own (as a real partition leaves each side's network
+    // whole), and the meshes re-form without the other side.
+    let mut ring = Vec::new();
+    for side in &sides {
+        for k in 0..side.len() {
+            let (a, b) = (side[k], side[(k + 1) % side.len()]);
+            if a != b && !net.edges().contains(&(a, b)) && !net.edges().contains(&(b, a)) {
+                net.connect(a, b).await?;
+                ring.push((a, b));
+            }
+        }
+    }
+    net.wait_connected(&ring, Duration::from_secs(30)).await?;
+    net.wait_gossip(Duration::from_secs(30)).await?;
     let mut dids: [Vec<Did>; 2] = [Vec::new(), Vec::new()];
     let offset = net.rng().below(catalog.len());
     for (s, side) in sides.iter().enumerate() {
