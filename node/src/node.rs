@@ -628,15 +628,7 @@ const PENDING_RANGES: usize = crate::sync::REQUEST_RANGES * 64;
 
 /// Opens a new sync of `table` with `peer` (after one whose ranges overflowed the queue).
 fn restart_sync(swarm: &mut Swarm<Behaviour>, shared: &Shared, peer: PeerId, table: SyncTable) {
-    match crate::sync::opening(shared.store.as_ref(), table) {
-        Ok(request) => {
-            swarm
-                .behaviour_mut()
-                .sync
-                .send_request(&peer, request.to_bytes());
-        }
-        Err(e) => tracing::warn!(error = %e, "cannot restart a sync"),
-    }
+    open_sync(swarm, shared, table, &[peer]);
 }
 
 /// Fetch requests in flight to one peer at once. The records of an answer are verified,
@@ -669,7 +661,7 @@ struct Fetches {
 const SPREAD_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Opens a sync of `table` with each of `peers`, computing the opening once.
-fn spread(swarm: &mut Swarm<Behaviour>, shared: &Shared, table: SyncTable, peers: &[PeerId]) {
+fn open_sync(swarm: &mut Swarm<Behaviour>, shared: &Shared, table: SyncTable, peers: &[PeerId]) {
     if peers.is_empty() {
         return;
     }
@@ -680,7 +672,7 @@ fn spread(swarm: &mut Swarm<Behaviour>, shared: &Shared, table: SyncTable, peers
                 swarm.behaviour_mut().sync.send_request(peer, bytes.clone());
             }
         }
-        Err(e) => tracing::warn!(error = %e, "cannot spread a sync"),
+        Err(e) => tracing::warn!(error = %e, "cannot open a sync"),
     }
 }
 
@@ -752,15 +744,7 @@ fn send_pending(
 /// Opens a sync of every replicated table with `peer`.
 fn start_sync(swarm: &mut Swarm<Behaviour>, shared: &Shared, peer: PeerId) {
     for table in TABLES {
-        match crate::sync::opening(shared.store.as_ref(), table) {
-            Ok(request) => {
-                swarm
-                    .behaviour_mut()
-                    .sync
-                    .send_request(&peer, request.to_bytes());
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot start a sync"),
-        }
+        open_sync(swarm, shared, table, &[peer]);
     }
 }
 
@@ -1082,7 +1066,7 @@ async fn run(
                         .filter(|p| !pending.contains_key(&(**p, table)))
                         .copied()
                         .collect();
-                    spread(&mut swarm, &shared, table, &peers);
+                    open_sync(&mut swarm, &shared, table, &peers);
                 }
             }
             _ = renewals.tick() => {

@@ -31,6 +31,11 @@ pub const MAX_CATALOG_LEN: u64 = 256 * 1024 * 1024;
 
 /// Reads a JSONL catalog.
 pub fn load(path: &Path) -> Result<Vec<CatalogEntry>, TestnetError> {
+    read_jsonl(path)
+}
+
+/// Reads a JSONL file of at most [`MAX_CATALOG_LEN`] bytes, one `T` per non-empty line.
+pub fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>, TestnetError> {
     let len = std::fs::metadata(path)?.len();
     if len > MAX_CATALOG_LEN {
         return Err(TestnetError::Invalid(format!(

@@ -633,23 +633,7 @@ pub struct Query {
 
 /// Reads a JSONL query file.
 pub fn load_queries(path: &std::path::Path) -> Result<Vec<Query>, TestnetError> {
-    let len = std::fs::metadata(path)?.len();
-    if len > crate::catalog::MAX_CATALOG_LEN {
-        return Err(TestnetError::Invalid(format!(
-            "{} is too large",
-            path.display()
-        )));
-    }
-    std::fs::read_to_string(path)?
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| {
-                TestnetError::Invalid(format!("{} line {}: {e}", path.display(), i + 1))
-            })
-        })
-        .collect()
+    crate::catalog::read_jsonl(path)
 }
 
 /// Queries made from catalog entries' descriptions, for runs without a query file.
