@@ -158,8 +158,21 @@ impl Bm25 {
         k: usize,
         keep: &dyn Fn(u32) -> bool,
     ) -> Vec<(u32, f32)> {
+        self.top_filtered_by(query, k, keep, &|a, b| a.cmp(&b))
+    }
+
+    /// [`Bm25::top_filtered`] with ties broken by `tie` (a total order on ids), so that a
+    /// caller whose ids are local can order ties by something every node shares.
+    pub fn top_filtered_by(
+        &self,
+        query: &str,
+        k: usize,
+        keep: &dyn Fn(u32) -> bool,
+        tie: &dyn Fn(u32, u32) -> std::cmp::Ordering,
+    ) -> Vec<(u32, f32)> {
         let mut scored = self.scores(query);
-        let order = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+        let order =
+            |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then_with(|| tie(a.0, b.0));
         let mut out = Vec::with_capacity(k.min(scored.len()));
         // Look at the best 4k first; most filters are done by then.
         let head = (4 * k).max(64).min(scored.len());
@@ -171,8 +184,15 @@ impl Bm25 {
         first.sort_by(order);
         out.extend(first.iter().copied().filter(|&(d, _)| keep(d)).take(k));
         if out.len() < k && !rest.is_empty() {
-            let more: Vec<(u32, f32)> = rest.iter().copied().filter(|&(d, _)| keep(d)).collect();
-            out.extend(crate::vector::top_k(more, k - out.len()));
+            let mut more: Vec<(u32, f32)> =
+                rest.iter().copied().filter(|&(d, _)| keep(d)).collect();
+            let wanted = (k - out.len()).min(more.len());
+            if wanted < more.len() {
+                more.select_nth_unstable_by(wanted - 1, order);
+                more.truncate(wanted);
+            }
+            more.sort_by(order);
+            out.extend(more);
         }
         out
     }

@@ -3,7 +3,9 @@
 
 use std::collections::HashMap;
 
-use crate::text::{char_ngrams, fnv1a, is_stopword, stem, words};
+use crate::text::{
+    FNV_OFFSET, NgramWindows, Prehashed, fnv1a_extend, for_each_word, is_stopword, stem,
+};
 
 /// Why text could not be embedded.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -54,6 +56,26 @@ pub trait Embedder: Send + Sync {
     /// override this; all or nothing.
     fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
         texts.iter().map(|t| self.embed(t)).collect()
+    }
+
+    /// Counts `texts` towards the corpus statistics ([`Embedder::add_document`]) and embeds
+    /// them with statistics that include them. All or nothing: on error nothing is counted.
+    ///
+    /// The default embeds, counts and, for an embedder that learns from the corpus, embeds
+    /// again; [`LexicalEmbedder`] analyses each text once.
+    fn learn_and_embed(&mut self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let vectors = self.embed_batch(texts)?;
+        if !self.learns_from_corpus() {
+            return Ok(vectors);
+        }
+        for text in texts {
+            self.add_document(text);
+        }
+        self.embed_batch(texts).inspect_err(|_| {
+            for text in texts {
+                self.remove_document(text);
+            }
+        })
     }
 
     /// Whether vectors depend on the documents counted by [`Embedder::add_document`].
@@ -110,9 +132,12 @@ impl Default for LexicalConfig {
 pub struct LexicalEmbedder {
     id: String,
     config: LexicalConfig,
-    document_frequency: HashMap<u64, u32>,
+    document_frequency: HashMap<u64, u32, Prehashed>,
     documents: u32,
 }
+
+/// A text's features (sorted, distinct) with their raw weights, before IDF.
+type Features = Vec<(u64, f32)>;
 
 impl LexicalEmbedder {
     /// An embedder with no corpus yet.
@@ -124,50 +149,79 @@ impl LexicalEmbedder {
         LexicalEmbedder {
             id: format!("lexical-v1-{}", config.dim),
             config,
-            document_frequency: HashMap::new(),
+            document_frequency: HashMap::default(),
             documents: 0,
         }
     }
 
-    /// Features of `text` with their raw weights, before IDF.
-    fn features(&self, text: &str) -> HashMap<u64, f32> {
-        let mut counts: HashMap<u64, f32> = HashMap::new();
-        let mut grams = Vec::new();
-        let mut previous: Option<String> = None;
-        for word in words(text) {
-            if is_stopword(&word) {
-                previous = None;
-                continue;
+    /// Features of `text` with their raw weights, before IDF: sorted by feature, each once.
+    /// One pass over the text, with no allocation per word or n-gram.
+    fn features(&self, text: &str) -> Features {
+        let mut out: Features = Vec::with_capacity(text.len() * 4);
+        let mut buf = String::new();
+        let mut windows = NgramWindows::default();
+        let mut previous = String::new();
+        let mut have_previous = false;
+        for_each_word(text, &mut buf, |word| {
+            if is_stopword(word) {
+                have_previous = false;
+                return;
             }
-            let stemmed = stem(&word).to_owned();
-            *counts.entry(feature(b'w', &stemmed)).or_default() += self.config.word_weight;
-            grams.clear();
-            char_ngrams(&word, 3..=5, &mut grams);
-            if !grams.is_empty() {
-                let each = self.config.ngram_weight / grams.len() as f32;
-                for gram in &grams {
-                    *counts.entry(feature(b'g', gram)).or_default() += each;
-                }
+            let stemmed = stem(word);
+            out.push((
+                feature(b'w', &[stemmed.as_bytes()]),
+                self.config.word_weight,
+            ));
+            windows.load(word);
+            let grams = windows.count(3..=5);
+            if grams > 0 {
+                let each = self.config.ngram_weight / grams as f32;
+                windows.each(3..=5, |gram| out.push((feature(b'g', &[gram]), each)));
             }
-            if let Some(prev) = previous.replace(stemmed.clone()) {
-                let pair = format!("{prev} {stemmed}");
-                *counts.entry(feature(b'b', &pair)).or_default() += self.config.bigram_weight;
+            if have_previous {
+                let pair = feature(b'b', &[previous.as_bytes(), b" ", stemmed.as_bytes()]);
+                out.push((pair, self.config.bigram_weight));
             }
-        }
-        counts
+            previous.clear();
+            previous.push_str(stemmed);
+            have_previous = true;
+        });
+        // A stable sort keeps each feature's weights in text order, so sums are the same on
+        // every node.
+        out.sort_by_key(|&(f, _)| f);
+        out.dedup_by(|next, kept| {
+            if next.0 == kept.0 {
+                kept.1 += next.1;
+                true
+            } else {
+                false
+            }
+        });
+        out
     }
 
-    /// Counts `text`'s features towards the corpus statistics.
-    fn count_document(&mut self, text: &str) {
-        for f in self.features(text).into_keys() {
+    /// Refuses text that is too long.
+    fn check_len(text: &str) -> Result<(), EmbedError> {
+        if text.len() > MAX_LEXICAL_TEXT_LEN {
+            return Err(EmbedError::TooLong {
+                len: text.len(),
+                max: MAX_LEXICAL_TEXT_LEN,
+            });
+        }
+        Ok(())
+    }
+
+    /// Counts features towards the corpus statistics.
+    fn count(&mut self, features: &Features) {
+        for &(f, _) in features {
             *self.document_frequency.entry(f).or_default() += 1;
         }
         self.documents += 1;
     }
 
-    /// Removes a document counted by [`LexicalEmbedder::count_document`].
-    fn uncount_document(&mut self, text: &str) {
-        for f in self.features(text).into_keys() {
+    /// Removes a document counted by [`LexicalEmbedder::count`].
+    fn uncount(&mut self, features: &Features) {
+        for &(f, _) in features {
             if let Some(df) = self.document_frequency.get_mut(&f) {
                 *df -= 1;
                 if *df == 0 {
@@ -176,6 +230,19 @@ impl LexicalEmbedder {
             }
         }
         self.documents = self.documents.saturating_sub(1);
+    }
+
+    /// The unit vector of some features under the current statistics.
+    fn vector(&self, features: &Features) -> Vec<f32> {
+        let mut v = vec![0f32; self.config.dim];
+        for &(f, tf) in features {
+            let weight = (1.0 + tf.ln_1p()) * self.idf(f);
+            let bucket = (f % self.config.dim as u64) as usize;
+            let sign = if f >> 63 == 0 { 1.0 } else { -1.0 };
+            v[bucket] += sign * weight;
+        }
+        normalise(&mut v);
+        v
     }
 
     /// Documents in the corpus statistics.
@@ -202,25 +269,28 @@ impl Embedder for LexicalEmbedder {
     }
 
     fn embed(&self, text: &str) -> Result<Vec<f32>, EmbedError> {
-        if text.len() > MAX_LEXICAL_TEXT_LEN {
-            return Err(EmbedError::TooLong {
-                len: text.len(),
-                max: MAX_LEXICAL_TEXT_LEN,
-            });
-        }
+        Self::check_len(text)?;
         let features = self.features(text);
         if features.is_empty() {
             return Err(EmbedError::Empty);
         }
-        let mut v = vec![0f32; self.config.dim];
-        for (f, tf) in features {
-            let weight = (1.0 + tf.ln_1p()) * self.idf(f);
-            let bucket = (f % self.config.dim as u64) as usize;
-            let sign = if f >> 63 == 0 { 1.0 } else { -1.0 };
-            v[bucket] += sign * weight;
+        Ok(self.vector(&features))
+    }
+
+    fn learn_and_embed(&mut self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let mut analysed = Vec::with_capacity(texts.len());
+        for text in texts {
+            Self::check_len(text)?;
+            let features = self.features(text);
+            if features.is_empty() {
+                return Err(EmbedError::Empty);
+            }
+            analysed.push(features);
         }
-        normalise(&mut v);
-        Ok(v)
+        for features in &analysed {
+            self.count(features);
+        }
+        Ok(analysed.iter().map(|f| self.vector(f)).collect())
     }
 
     fn learns_from_corpus(&self) -> bool {
@@ -228,19 +298,23 @@ impl Embedder for LexicalEmbedder {
     }
 
     fn add_document(&mut self, text: &str) {
-        self.count_document(text);
+        let features = self.features(text);
+        self.count(&features);
     }
 
     fn remove_document(&mut self, text: &str) {
-        self.uncount_document(text);
+        let features = self.features(text);
+        self.uncount(&features);
     }
 }
 
-fn feature(kind: u8, text: &str) -> u64 {
-    let mut bytes = Vec::with_capacity(text.len() + 1);
-    bytes.push(kind);
-    bytes.extend_from_slice(text.as_bytes());
-    fnv1a(&bytes)
+/// A feature id: FNV-1a of its kind byte followed by its parts.
+fn feature(kind: u8, parts: &[&[u8]]) -> u64 {
+    parts
+        .iter()
+        .fold(fnv1a_extend(FNV_OFFSET, &[kind]), |h, part| {
+            fnv1a_extend(h, part)
+        })
 }
 
 /// Scales `v` to unit length (leaves the zero vector alone).

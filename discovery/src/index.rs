@@ -125,6 +125,14 @@ pub struct IndexConfig {
 /// exact scan of the capabilities that pass.
 const MAX_OVERFETCH: usize = 4096;
 
+/// The share of changed capabilities (added or removed since the last refresh, over those
+/// held) at which an exact-scan index re-embeds its stored lexical vectors.
+pub const REFRESH_DRIFT: f64 = 0.1;
+
+/// The most capabilities an index re-embeds on drift ([`REFRESH_DRIFT`]); beyond this (an
+/// index kept an exact scan on purpose) statistics move slowly and a refresh costs too much.
+pub const MAX_REFRESHED: usize = 4096;
+
 /// The measured crossover between the exact scan and HNSW (`specs/discovery.md#dense-index`).
 pub const DEFAULT_HNSW_THRESHOLD: usize = 1024;
 
@@ -264,6 +272,8 @@ pub struct CapabilityIndex {
     by_did: HashMap<Did, Vec<u32>>,
     /// Ids freed by removals, reused first so that per-id arrays stay as small as the index.
     free: Vec<u32>,
+    /// Capabilities added or removed since the stored vectors were last re-embedded.
+    changed_since_refresh: usize,
     snapshots: Mutex<VecDeque<Snapshot>>,
 }
 
@@ -302,6 +312,7 @@ impl CapabilityIndex {
             free: Vec::new(),
             entries: Vec::new(),
             live: 0,
+            changed_since_refresh: 0,
             by_did: HashMap::new(),
             snapshots: Mutex::new(VecDeque::new()),
         }
@@ -320,6 +331,11 @@ impl CapabilityIndex {
     /// Indexed capabilities.
     pub fn len(&self) -> usize {
         self.live
+    }
+
+    /// Whether `did`'s capabilities are indexed.
+    pub fn contains(&self, did: &Did) -> bool {
+        self.by_did.contains_key(did)
     }
 
     /// Whether nothing is indexed.
@@ -349,55 +365,135 @@ impl CapabilityIndex {
                 )
             })
             .collect();
-        // Embedding first means nothing below can fail half-way on bad text. The lexical
-        // embedder learns from the corpus, so its vectors are computed again below, once the
-        // card's own text counts (whether a text embeds does not depend on the corpus).
+        // Embedding first means nothing below can fail half-way on bad text; it also counts
+        // the texts towards the embedder's corpus statistics.
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let mut vectors = self.embedder.embed_batch(&refs)?;
+        let vectors = self.embedder.learn_and_embed(&refs)?;
         if let Some(v) = vectors.iter().find(|v| v.len() != self.embedder.dim()) {
+            let got = v.len();
+            for text in &refs {
+                self.embedder.remove_document(text);
+            }
             return Err(EmbedError::Dimension {
-                got: v.len(),
+                got,
                 expected: self.embedder.dim(),
             }
             .into());
         }
-        self.remove(&card.did);
-        for text in &texts {
-            self.embedder.add_document(text);
-        }
-        if self.embedder.learns_from_corpus() {
-            vectors = self.embedder.embed_batch(&refs)?;
+        self.forget(&card.did);
+        if self.vectors.is_exact() && self.vectors.len() + texts.len() > self.config.hnsw_threshold
+        {
+            // The vectors are about to move into HNSW: move fresh ones.
+            self.refresh_vectors();
         }
         let mut ids = Vec::with_capacity(card.capabilities.len());
-        for ((cap, text), vector) in card.capabilities.iter().zip(texts).zip(vectors) {
-            let id = self.allocate_id()?;
-            if let Err(e) = self.vectors.upsert(id, &vector) {
-                // The backend failed (out of memory): undo this card's capabilities.
-                self.embedder.remove_document(&text);
-                self.free.push(id);
-                self.by_did.insert(card.did.clone(), ids);
-                self.remove(&card.did);
-                return Err(e.into());
-            }
-            self.bm25.insert(id, &text);
+        for (at, ((cap, text), vector)) in card
+            .capabilities
+            .iter()
+            .zip(&texts)
+            .zip(vectors)
+            .enumerate()
+        {
+            let id = match self.place(&vector) {
+                Ok(id) => id,
+                Err(e) => {
+                    // The index is full or the backend failed (out of memory): undo this
+                    // card's capabilities, the ones indexed and the ones still only counted.
+                    for text in &refs[at..] {
+                        self.embedder.remove_document(text);
+                    }
+                    self.by_did.insert(card.did.clone(), ids);
+                    self.forget(&card.did);
+                    return Err(e);
+                }
+            };
+            self.bm25.insert(id, text);
             self.live += 1;
             self.entries[id as usize] = Some(Entry {
                 did: card.did.clone(),
                 name: card.name.clone(),
                 capability: cap.name.clone(),
                 tags: cap.tags.clone(),
-                text,
+                text: text.clone(),
                 issued_at: card.issued_at,
                 price_micros: cap.price.as_ref().map(|p| p.amount_micros),
             });
             ids.push(id);
         }
         self.by_did.insert(card.did.clone(), ids);
+        self.changed_since_refresh += texts.len();
+        self.refresh_if_drifted();
         Ok(())
+    }
+
+    /// Whether stored vectors may be re-embedded: the embedder learns from the corpus, and
+    /// the dense index is an exact scan of at most [`MAX_REFRESHED`] capabilities (a refresh
+    /// then costs at most that many embeddings and no graph build).
+    fn refreshable(&self) -> bool {
+        self.embedder.learns_from_corpus() && self.vectors.is_exact() && self.live <= MAX_REFRESHED
+    }
+
+    /// Re-embeds the stored vectors once the capabilities added or removed since the last
+    /// refresh reach [`REFRESH_DRIFT`] of those held, so that none lags far behind the
+    /// statistics (the first cards a node learns are otherwise embedded with almost none).
+    fn refresh_if_drifted(&mut self) {
+        if self.refreshable()
+            && self.changed_since_refresh as f64 >= REFRESH_DRIFT * self.live.max(16) as f64
+        {
+            self.refresh_vectors();
+        }
+    }
+
+    /// Capabilities added or removed since the stored vectors were last re-embedded, if
+    /// [`CapabilityIndex::refresh`] would re-embed them; 0 otherwise.
+    pub fn stale_capabilities(&self) -> usize {
+        if self.refreshable() {
+            self.changed_since_refresh
+        } else {
+            0
+        }
+    }
+
+    /// Re-embeds every stored vector under the current corpus statistics if anything changed
+    /// since the last refresh and the index is refreshable (an exact scan of at most
+    /// [`MAX_REFRESHED`] capabilities, with an embedder that learns from the corpus).
+    /// Returns whether it did.
+    ///
+    /// Two indexes holding the same cards then rank alike whatever order they learnt the
+    /// cards in. A node calls this once its registry has been quiet for a moment.
+    pub fn refresh(&mut self) -> bool {
+        if self.changed_since_refresh == 0 || !self.refreshable() {
+            return false;
+        }
+        self.refresh_vectors();
+        true
+    }
+
+    /// Re-embeds every stored vector under the current corpus statistics.
+    fn refresh_vectors(&mut self) {
+        if !self.embedder.learns_from_corpus() {
+            return;
+        }
+        for (id, entry) in self.entries.iter().enumerate() {
+            let Some(entry) = entry else { continue };
+            // Indexed texts embed (that was checked when they were indexed), and the
+            // vector has the index's dimension; a failure keeps the old vector.
+            if let Ok(vector) = self.embedder.embed(&entry.text) {
+                let _kept_old_on_error = self.vectors.upsert(id as u32, &vector);
+            }
+        }
+        self.changed_since_refresh = 0;
     }
 
     /// Removes every capability of `did`; returns how many there were.
     pub fn remove(&mut self, did: &Did) -> usize {
+        let removed = self.forget(did);
+        self.refresh_if_drifted();
+        removed
+    }
+
+    /// [`CapabilityIndex::remove`] without the refresh check.
+    fn forget(&mut self, did: &Did) -> usize {
         let Some(ids) = self.by_did.remove(did) else {
             return 0;
         };
@@ -410,7 +506,18 @@ impl CapabilityIndex {
             self.bm25.remove(*id);
             self.free.push(*id);
         }
+        self.changed_since_refresh += ids.len();
         ids.len()
+    }
+
+    /// Stores a vector under a free id and returns the id.
+    fn place(&mut self, vector: &[f32]) -> Result<u32, SearchError> {
+        let id = self.allocate_id()?;
+        if let Err(e) = self.vectors.upsert(id, vector) {
+            self.free.push(id);
+            return Err(e.into());
+        }
+        Ok(id)
     }
 
     /// A free id: a freed one if any, else a new one at the end.
@@ -685,6 +792,23 @@ impl CapabilityIndex {
         }
     }
 
+    /// Orders two ids by (DID, capability name), which every node shares; live ids first.
+    fn shared_order(&self, a: u32, b: u32) -> std::cmp::Ordering {
+        let key = |id| self.entry(id).map(|e| (&e.did, &e.capability));
+        match (key(a), key(b)) {
+            (Some(x), Some(y)) => x.cmp(&y),
+            (x, y) => y.is_some().cmp(&x.is_some()).then(a.cmp(&b)),
+        }
+    }
+
+    /// Sorts scored ids best first, ties by (DID, capability name) rather than by local id.
+    fn sort_shared(&self, scored: &mut [(u32, f32)]) {
+        scored.sort_by(|a, b| {
+            b.1.total_cmp(&a.1)
+                .then_with(|| self.shared_order(a.0, b.0))
+        });
+    }
+
     /// The fused ranking of the best `depth` candidates of each list, and whether it holds
     /// every capability that passes the filters.
     fn rank(
@@ -706,9 +830,12 @@ impl CapabilityIndex {
             passing
         });
         let keep = |id: u32| passing.as_ref().is_none_or(|p| p.contains(id));
-        let dense = self.dense_candidates(vector, depth, passing.as_ref())?;
+        let mut dense = self.dense_candidates(vector, depth, passing.as_ref())?;
         let complete = dense.len() < depth;
-        let lexical = self.bm25.top_filtered(&query.text, depth, &keep);
+        self.sort_shared(&mut dense);
+        let lexical = self
+            .bm25
+            .top_filtered_by(&query.text, depth, &keep, &|a, b| self.shared_order(a, b));
 
         let mut candidates: HashMap<u32, (Option<usize>, Option<usize>, f32)> = HashMap::new();
         for (r, &(id, cosine)) in dense.iter().enumerate() {
@@ -776,7 +903,14 @@ impl CapabilityIndex {
                 ))
             })
             .collect();
-        hits.sort_by(|a, b| b.1.score.total_cmp(&a.1.score).then(a.0.cmp(&b.0)));
+        // Ties go by (DID, capability), never by the local id, so that every node with the
+        // same cards ranks them alike.
+        hits.sort_by(|a, b| {
+            b.1.score
+                .total_cmp(&a.1.score)
+                .then_with(|| a.1.did.cmp(&b.1.did))
+                .then_with(|| a.1.capability.cmp(&b.1.capability))
+        });
         hits.truncate(MAX_RESULTS);
         Ok((hits, complete))
     }

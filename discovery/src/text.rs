@@ -40,36 +40,106 @@ pub(crate) fn stem(word: &str) -> &str {
     word
 }
 
-/// Character n-grams of `word` with boundary markers, for `n` in `sizes`:
-/// `"model"` with n = 3 gives `"<mo"`, `"mod"`, `"ode"`, `"del"`, `"el>"`.
-pub(crate) fn char_ngrams(
-    word: &str,
-    sizes: std::ops::RangeInclusive<usize>,
-    out: &mut Vec<String>,
-) {
-    let chars: Vec<char> = std::iter::once('<')
-        .chain(word.chars())
-        .chain(std::iter::once('>'))
-        .collect();
-    for n in sizes {
-        if chars.len() < n {
+/// Calls `f` with each lower-cased alphanumeric word of `text`, in order, without
+/// allocating per word: `buf` holds the current word.
+pub(crate) fn for_each_word(text: &str, buf: &mut String, mut f: impl FnMut(&str)) {
+    for raw in text.split(|c: char| !c.is_alphanumeric()) {
+        if raw.is_empty() {
             continue;
         }
-        for window in chars.windows(n) {
-            out.push(window.iter().collect());
+        buf.clear();
+        if raw.is_ascii() {
+            buf.extend(raw.bytes().map(|b| char::from(b.to_ascii_lowercase())));
+        } else {
+            buf.push_str(&raw.to_lowercase());
+        }
+        f(buf);
+    }
+}
+
+/// Reusable buffers for [`NgramWindows`].
+#[derive(Default)]
+pub(crate) struct NgramWindows {
+    marked: Vec<u8>,
+    bounds: Vec<usize>,
+}
+
+impl NgramWindows {
+    /// Loads `word` with boundary markers: `"model"` becomes `"<model>"`.
+    pub(crate) fn load(&mut self, word: &str) {
+        self.marked.clear();
+        self.bounds.clear();
+        self.marked.push(b'<');
+        self.bounds.push(0);
+        for (at, _) in word.char_indices() {
+            self.bounds.push(at + 1);
+        }
+        self.marked.extend_from_slice(word.as_bytes());
+        self.bounds.push(self.marked.len());
+        self.marked.push(b'>');
+        self.bounds.push(self.marked.len());
+    }
+
+    /// How many n-grams [`NgramWindows::each`] yields for `sizes`.
+    pub(crate) fn count(&self, sizes: std::ops::RangeInclusive<usize>) -> usize {
+        let chars = self.bounds.len() - 1;
+        sizes.map(|n| (chars + 1).saturating_sub(n)).sum()
+    }
+
+    /// Calls `f` with the UTF-8 bytes of each character n-gram of the loaded word, for `n`
+    /// in `sizes`: `"<model>"` with n = 3 gives `"<mo"`, `"mod"`, `"ode"`, `"del"`, `"el>"`.
+    pub(crate) fn each(&self, sizes: std::ops::RangeInclusive<usize>, mut f: impl FnMut(&[u8])) {
+        let chars = self.bounds.len() - 1;
+        for n in sizes {
+            for start in 0..(chars + 1).saturating_sub(n) {
+                f(&self.marked[self.bounds[start]..self.bounds[start + n]]);
+            }
         }
     }
 }
 
-/// 64-bit FNV-1a: a fixed, portable hash, so that every node hashes features alike.
-pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+/// The FNV-1a offset basis.
+pub(crate) const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// Continues a 64-bit FNV-1a hash over `bytes`.
+pub(crate) fn fnv1a_extend(mut hash: u64, bytes: &[u8]) -> u64 {
     for &b in bytes {
         hash ^= u64::from(b);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
     hash
 }
+
+/// 64-bit FNV-1a: a fixed, portable hash, so that every node hashes features alike.
+#[cfg(test)]
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
+    fnv1a_extend(FNV_OFFSET, bytes)
+}
+
+/// A `HashMap` hasher for keys that are already hashes (feature ids): one multiply and a
+/// fold instead of SipHash. Not for keys an attacker chooses freely (feature ids are FNV
+/// hashes of text, so a peer could aim collisions at one bucket chain; the maps it serves
+/// are bounded by the text limits).
+#[derive(Default, Clone, Copy)]
+pub(crate) struct PrehashedHasher(u64);
+
+impl std::hash::Hasher for PrehashedHasher {
+    fn finish(&self) -> u64 {
+        let x = u128::from(self.0) * 0x9e37_79b9_7f4a_7c15;
+        (x as u64) ^ ((x >> 64) as u64)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = fnv1a_extend(self.0 ^ FNV_OFFSET, bytes);
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 ^= n;
+    }
+}
+
+/// Builds [`PrehashedHasher`]s.
+pub(crate) type Prehashed = std::hash::BuildHasherDefault<PrehashedHasher>;
 
 #[cfg(test)]
 mod tests {
@@ -87,10 +157,29 @@ mod tests {
         assert_eq!(stem("images"), "image");
         assert_eq!(stem("class"), "class");
         assert_eq!(stem("is"), "is");
+        let mut windows = NgramWindows::default();
+        windows.load("cat");
         let mut grams = Vec::new();
-        char_ngrams("cat", 3..=4, &mut grams);
+        windows.each(3..=4, |g| {
+            grams.push(String::from_utf8_lossy(g).into_owned())
+        });
         assert_eq!(grams, vec!["<ca", "cat", "at>", "<cat", "cat>"]);
+        assert_eq!(windows.count(3..=4), 5);
+        windows.load("né");
+        grams.clear();
+        windows.each(3..=5, |g| {
+            grams.push(String::from_utf8_lossy(g).into_owned())
+        });
+        assert_eq!(grams, vec!["<né", "né>", "<né>"]);
+        assert_eq!(windows.count(3..=5), 3);
+        windows.load("a");
+        assert_eq!(windows.count(3..=5), 1);
         let w: Vec<String> = words("Image-Classification, 2D!").collect();
         assert_eq!(w, vec!["image", "classification", "2d"]);
+        let mut seen = Vec::new();
+        for_each_word("Image-Classification, ÉTÉ 2D!", &mut String::new(), |w| {
+            seen.push(w.to_owned())
+        });
+        assert_eq!(seen, vec!["image", "classification", "été", "2d"]);
     }
 }

@@ -427,3 +427,95 @@ fn a_query_vector_of_the_wrong_dimension_is_refused() {
         5
     );
 }
+
+/// Lexical vectors carry the IDF of the moment they were indexed; two nodes that learnt the
+/// same cards in different orders (one also saw cards come and go) must still rank alike.
+#[test]
+fn ranking_depends_on_the_cards_held_not_on_the_order_they_arrived() {
+    let topics = [
+        "translate text between languages",
+        "summarise long documents",
+        "classify images into categories",
+        "transcribe speech to text",
+        "detect objects in photographs",
+        "answer questions about tables",
+    ];
+    let cards: Vec<AgentCard> = (0..300u32)
+        .map(|i| {
+            let topic = topics[i as usize % topics.len()];
+            let extra = topics[(i as usize / 7) % topics.len()];
+            card(
+                i,
+                &[(
+                    &format!("skill-{i}"),
+                    &format!(
+                        "{topic}, also {extra}; model {} of family {}",
+                        i % 13,
+                        i % 5
+                    ),
+                    &[["nlp", "vision", "audio"][i as usize % 3]],
+                )],
+            )
+        })
+        .collect();
+    let mut forward = CapabilityIndex::default();
+    for c in &cards {
+        forward.upsert(c).expect("indexed");
+    }
+    let mut shuffled = CapabilityIndex::default();
+    for (i, c) in cards.iter().enumerate().rev() {
+        shuffled.upsert(c).expect("indexed");
+        if i % 50 == 0 {
+            // Cards that come and go shift the statistics the stored vectors were built with.
+            let passing = card(
+                10_000 + i as u32,
+                &[("tmp", "translate speech images", &[])],
+            );
+            shuffled.upsert(&passing).expect("indexed");
+            shuffled.remove(&passing.did);
+        }
+    }
+    let ranked = |index: &CapabilityIndex, text: &str| -> Vec<(Did, String, f64)> {
+        let q = SearchQuery::new(text, 10);
+        index
+            .search(&q, &neutral, NOW)
+            .expect("search")
+            .hits
+            .into_iter()
+            .map(|h| (h.did, h.capability, h.score))
+            .collect()
+    };
+    let texts = [
+        "translate languages",
+        "image categories",
+        "speech transcription model",
+        "family 3 documents",
+        "objects",
+        "questions tables model 7",
+    ];
+    // Stored vectors lag the statistics by at most 10% of the corpus: the top 10 agree
+    // closely before a refresh...
+    let (mut shared, mut total) = (0, 0);
+    for text in texts {
+        let a: HashSet<(Did, String)> = ranked(&forward, text)
+            .into_iter()
+            .map(|(d, c, _)| (d, c))
+            .collect();
+        let b = ranked(&shuffled, text);
+        total += b.len();
+        shared += b
+            .iter()
+            .filter(|(d, c, _)| a.contains(&(d.clone(), c.clone())))
+            .count();
+    }
+    assert!(
+        shared * 10 >= total * 8,
+        "{shared} of {total} shared before a refresh"
+    );
+    // ...and exactly, scores and order, once both have refreshed.
+    assert!(forward.refresh() && shuffled.refresh());
+    assert!(!forward.refresh(), "nothing changed since");
+    for text in texts {
+        assert_eq!(ranked(&forward, text), ranked(&shuffled, text), "{text}");
+    }
+}

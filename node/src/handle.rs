@@ -306,6 +306,12 @@ impl NodeHandle {
         read(&self.shared.index).len()
     }
 
+    /// Whether the capability index holds `did`'s card: searchable here. Cheap (no store
+    /// read, no signature check), so it suits polling.
+    pub fn is_indexed(&self, did: &Did) -> bool {
+        read(&self.shared.index).contains(did)
+    }
+
     /// The id of the embedder the index uses.
     pub fn embedder(&self) -> String {
         read(&self.shared.index).embedder_id().to_owned()

@@ -1037,6 +1037,7 @@ async fn run(
     let mut renewals = tokio::time::interval(CARD_RENEWAL_CHECK);
     let mut flushes = tokio::time::interval(FLUSH_INTERVAL);
     flushes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stale_at_last_flush = 0usize;
     let mut spreads = tokio::time::interval(SPREAD_INTERVAL);
     spreads.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut intents: HashMap<request_response::OutboundRequestId, oneshot::Sender<IntentReply>> =
@@ -1056,7 +1057,10 @@ async fn run(
                     start_sync(&mut swarm, &shared, peer);
                 }
             }
-            _ = flushes.tick() => flush(&shared),
+            _ = flushes.tick() => {
+                flush(&shared);
+                refresh_when_quiet(&shared, &mut stale_at_last_flush);
+            }
             _ = spreads.tick(), if !fetches.fresh.is_empty() => {
                 let tables: Vec<SyncTable> = fetches.fresh.drain().collect();
                 for table in tables {
@@ -1265,6 +1269,22 @@ const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 fn flush(shared: &Shared) {
     if let Err(e) = shared.store.flush() {
         tracing::warn!(error = %e, "cannot flush the store");
+    }
+}
+
+/// Re-embeds the index's stored vectors ([`CapabilityIndex::refresh`]) once the registry
+/// has not changed for a whole flush interval, on a blocking thread: nodes that hold the
+/// same cards then rank them alike, whatever order they learnt them in.
+fn refresh_when_quiet(shared: &Arc<Shared>, stale_at_last_flush: &mut usize) {
+    let stale = crate::shared::read(&shared.index).stale_capabilities();
+    if stale > 0 && stale == *stale_at_last_flush {
+        let shared = Arc::clone(shared);
+        drop(tokio::task::spawn_blocking(move || {
+            crate::shared::write(&shared.index).refresh()
+        }));
+        *stale_at_last_flush = 0;
+    } else {
+        *stale_at_last_flush = stale;
     }
 }
 
