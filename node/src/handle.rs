@@ -312,6 +312,13 @@ impl NodeHandle {
         read(&self.shared.index).contains(did)
     }
 
+    /// Capabilities whose stored vectors predate the index's current corpus statistics
+    /// (`CapabilityIndex::stale_capabilities`); the node re-embeds them once its registry
+    /// has been quiet for a second, after which this is 0.
+    pub fn stale_capabilities(&self) -> usize {
+        read(&self.shared.index).stale_capabilities()
+    }
+
     /// The id of the embedder the index uses.
     pub fn embedder(&self) -> String {
         read(&self.shared.index).embedder_id().to_owned()

@@ -722,6 +722,7 @@ pub async fn search_agreement(
                 .map_err(|e| TestnetError::Invalid(format!("central index: {e}")))?;
         }
     }
+    central.refresh();
     let expected = central.len();
     wait_capabilities(net, expected, Duration::from_secs(60)).await?;
     let now = Timestamp::now();
@@ -760,6 +761,14 @@ pub async fn search_agreement(
                 departures += 1;
             }
         }
+        // Nodes re-embed their stored vectors once their registry is quiet (restarted
+        // ones rebuild their index from the store first).
+        wait_until(
+            Duration::from_secs(30),
+            "every node to refresh its vectors",
+            async || net.handles().iter().all(|h| h.stale_capabilities() == 0),
+        )
+        .await?;
         let mut round_sum = 0.0;
         let mut round_n = 0usize;
         for handle in net.handles() {
