@@ -660,6 +660,11 @@ struct Fetches {
 /// the round-robin `sync_interval` (a healed partition, a restarted node).
 const SPREAD_INTERVAL: Duration = Duration::from_millis(500);
 
+/// Peers a spread reconciles with per table and tick, taken in turn. Spreading to every
+/// peer at every tick turned a 50-node load into a storm of syncs that timed out; two per
+/// tick still double the nodes that hold a record every tick or so.
+const SPREAD_FANOUT: usize = 2;
+
 /// Opens a sync of `table` with each of `peers`, computing the opening once.
 fn open_sync(swarm: &mut Swarm<Behaviour>, shared: &Shared, table: SyncTable, peers: &[PeerId]) {
     if peers.is_empty() {
@@ -1038,6 +1043,7 @@ async fn run(
     let mut flushes = tokio::time::interval(FLUSH_INTERVAL);
     flushes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stale_at_last_flush = 0usize;
+    let mut spread_turn = 0usize;
     let mut spreads = tokio::time::interval(SPREAD_INTERVAL);
     spreads.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut intents: HashMap<request_response::OutboundRequestId, oneshot::Sender<IntentReply>> =
@@ -1064,13 +1070,18 @@ async fn run(
             _ = spreads.tick(), if !fetches.fresh.is_empty() => {
                 let tables: Vec<SyncTable> = fetches.fresh.drain().collect();
                 for table in tables {
-                    // Peers mid-sync of this table finish that one first.
+                    // Peers mid-sync of this table finish that one first; of the others, the
+                    // next SPREAD_FANOUT in turn.
                     let peers: Vec<PeerId> = swarm
                         .connected_peers()
                         .filter(|p| !pending.contains_key(&(**p, table)))
                         .copied()
                         .collect();
-                    open_sync(&mut swarm, &shared, table, &peers);
+                    let chosen: Vec<PeerId> = (0..peers.len().min(SPREAD_FANOUT))
+                        .map(|k| peers[spread_turn.wrapping_add(k) % peers.len()])
+                        .collect();
+                    spread_turn = spread_turn.wrapping_add(SPREAD_FANOUT);
+                    open_sync(&mut swarm, &shared, table, &chosen);
                 }
             }
             _ = renewals.tick() => {

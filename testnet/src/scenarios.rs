@@ -473,17 +473,13 @@ pub async fn partition(
         wait_until(
             Duration::from_secs(30),
             &format!("side {s} to hold its own cards"),
-            async || {
-                handles
-                    .iter()
-                    .all(|h| own.iter().all(|d| h.agent(d).ok().flatten().is_some()))
-            },
+            async || handles.iter().all(|h| own.iter().all(|d| h.is_indexed(d))),
         )
         .await?;
         let other = &dids[1 - s];
         split_held &= handles
             .iter()
-            .all(|h| other.iter().all(|d| h.agent(d).ok().flatten().is_none()));
+            .all(|h| other.iter().all(|d| !h.is_indexed(d)));
         curve.push((
             t0.elapsed().as_secs_f64(),
             held_share(net, base + 2 * cards_per_side),
