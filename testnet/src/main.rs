@@ -381,6 +381,7 @@ async fn measure(
             ];
             table.extend(stats_rows("to every node", &p.to_all_nodes));
             table.extend(stats_rows("to each node", &p.to_each_node));
+            table.extend(stats_rows("register_agent on the origin", &p.register));
             table.push((
                 "gossip messages per node per card".into(),
                 format!("{:.2}", p.traffic_per_card.messages_per_node),

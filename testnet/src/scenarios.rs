@@ -121,6 +121,10 @@ pub struct Propagation {
     /// The same clock, until each single node holds the card: one sample per card and
     /// node (the CDF's samples).
     pub to_each_node: Stats,
+    /// How long `register_agent` took on the origin (signing, the durable write, the
+    /// index), the same clock's start: the part of `to_all_nodes` spent before the card
+    /// left the origin.
+    pub register: Stats,
     /// Cards measured.
     pub samples: usize,
     /// Gossip traffic per node per timed card.
@@ -138,7 +142,7 @@ async fn arrivals(
     origin: usize,
     spec: agentnet_node::AgentSpec,
     timeout: Duration,
-) -> Result<(Did, Vec<Duration>), TestnetError> {
+) -> Result<(Did, Duration, Vec<Duration>), TestnetError> {
     let started = Instant::now();
     let did = net
         .node(origin)
@@ -148,6 +152,7 @@ async fn arrivals(
             index: origin,
             source,
         })?;
+    let registered = started.elapsed();
     let mut waiting = net.handles();
     let mut got = Vec::with_capacity(waiting.len());
     while !waiting.is_empty() {
@@ -170,7 +175,7 @@ async fn arrivals(
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    Ok((did, got))
+    Ok((did, registered, got))
 }
 
 /// Waits until every running node indexes at least `capabilities` capabilities.
@@ -221,6 +226,7 @@ pub async fn propagation(
     let load_ms = started.elapsed().as_secs_f64() * 1e3;
     let load_traffic = traffic(before_load, counters(net), agents);
     let mut to_all = Vec::with_capacity(cards);
+    let mut to_register = Vec::with_capacity(cards);
     let mut to_each = Vec::with_capacity(cards * net.len());
     let mut before = counters(net);
     for i in 0..warmup + cards {
@@ -230,8 +236,10 @@ pub async fn propagation(
         let up = net.up();
         let origin = up[net.rng().below(up.len())];
         let entry = &catalog[(agents + i) % catalog.len()];
-        let (_, got) = arrivals(net, origin, entry.agent(), Duration::from_secs(30)).await?;
+        let (_, registered, got) =
+            arrivals(net, origin, entry.agent(), Duration::from_secs(30)).await?;
         if i >= warmup {
+            to_register.push(registered);
             to_all.push(got.iter().copied().max().unwrap_or_default());
             to_each.extend(got);
         }
@@ -244,6 +252,7 @@ pub async fn propagation(
         warmup,
         to_all_nodes: stats(&to_all),
         to_each_node: stats(&to_each),
+        register: stats(&to_register),
         samples: to_all.len(),
         traffic_per_card: traffic(before, after, cards),
         arrivals_ms: to_each.iter().map(|d| d.as_secs_f64() * 1e3).collect(),
