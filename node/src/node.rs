@@ -660,9 +660,9 @@ struct Fetches {
 /// the round-robin `sync_interval` (a healed partition, a restarted node).
 const SPREAD_INTERVAL: Duration = Duration::from_millis(500);
 
-/// Peers a spread reconciles with per table and tick, taken in turn. Spreading to every
-/// peer at every tick turned a 50-node load into a storm of syncs that timed out; two per
-/// tick still double the nodes that hold a record every tick or so.
+/// Peers a spread reconciles with per table and tick, taken in turn: the syncs a spread
+/// opens stay bounded whatever the node's degree, and two per tick still about double the
+/// nodes that hold a record every tick.
 const SPREAD_FANOUT: usize = 2;
 
 /// Opens a sync of `table` with each of `peers`, computing the opening once.
