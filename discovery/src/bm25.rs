@@ -184,15 +184,8 @@ impl Bm25 {
         first.sort_by(order);
         out.extend(first.iter().copied().filter(|&(d, _)| keep(d)).take(k));
         if out.len() < k && !rest.is_empty() {
-            let mut more: Vec<(u32, f32)> =
-                rest.iter().copied().filter(|&(d, _)| keep(d)).collect();
-            let wanted = (k - out.len()).min(more.len());
-            if wanted < more.len() {
-                more.select_nth_unstable_by(wanted - 1, order);
-                more.truncate(wanted);
-            }
-            more.sort_by(order);
-            out.extend(more);
+            let more: Vec<(u32, f32)> = rest.iter().copied().filter(|&(d, _)| keep(d)).collect();
+            out.extend(crate::vector::top_k_by(more, k - out.len(), order));
         }
         out
     }

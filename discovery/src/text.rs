@@ -8,11 +8,15 @@ const STOPWORDS: &[&str] = &[
     "which", "will", "with", "would", "you", "your",
 ];
 
-/// Lower-cased alphanumeric words, in order. Nothing else is dropped.
-pub(crate) fn words(text: &str) -> impl Iterator<Item = String> + '_ {
+/// Maximal runs of alphanumerics, as written: what [`words`] and [`for_each_word`] lower-case.
+fn raw_words(text: &str) -> impl Iterator<Item = &str> {
     text.split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
+}
+
+/// Lower-cased alphanumeric words, in order. Nothing else is dropped.
+pub(crate) fn words(text: &str) -> impl Iterator<Item = String> + '_ {
+    raw_words(text).map(str::to_lowercase)
 }
 
 /// Whether `word` (lower case) is a stopword.
@@ -43,10 +47,7 @@ pub(crate) fn stem(word: &str) -> &str {
 /// Calls `f` with each lower-cased alphanumeric word of `text`, in order, without
 /// allocating per word: `buf` holds the current word.
 pub(crate) fn for_each_word(text: &str, buf: &mut String, mut f: impl FnMut(&str)) {
-    for raw in text.split(|c: char| !c.is_alphanumeric()) {
-        if raw.is_empty() {
-            continue;
-        }
+    for raw in raw_words(text) {
         buf.clear();
         if raw.is_ascii() {
             buf.extend(raw.bytes().map(|b| char::from(b.to_ascii_lowercase())));
@@ -117,9 +118,9 @@ pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 /// A `HashMap` hasher for keys that are already hashes (feature ids): one multiply and a
-/// fold instead of SipHash. Not for keys an attacker chooses freely (feature ids are FNV
-/// hashes of text, so a peer could aim collisions at one bucket chain; the maps it serves
-/// are bounded by the text limits).
+/// fold instead of SipHash. It is unkeyed, so a peer that grinds card texts could aim
+/// features at one probe sequence of the document-frequency map; that map grows only with
+/// the cards the registry admits.
 #[derive(Default, Clone, Copy)]
 pub(crate) struct PrehashedHasher(u64);
 

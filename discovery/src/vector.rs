@@ -192,13 +192,21 @@ impl ExactCopies {
 }
 
 /// The `k` best of `scored`, best first (ties by id).
-pub(crate) fn top_k(mut scored: Vec<(u32, f32)>, k: usize) -> Vec<(u32, f32)> {
+pub(crate) fn top_k(scored: Vec<(u32, f32)>, k: usize) -> Vec<(u32, f32)> {
+    top_k_by(scored, k, |a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)))
+}
+
+/// The first `k` of `scored` under `order`, in that order.
+pub(crate) fn top_k_by(
+    mut scored: Vec<(u32, f32)>,
+    k: usize,
+    order: impl Fn(&(u32, f32), &(u32, f32)) -> std::cmp::Ordering,
+) -> Vec<(u32, f32)> {
     let k = k.min(scored.len());
     if k == 0 {
         return Vec::new();
     }
-    let order = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
-    scored.select_nth_unstable_by(k - 1, order);
+    scored.select_nth_unstable_by(k - 1, &order);
     scored.truncate(k);
     scored.sort_by(order);
     scored
