@@ -89,6 +89,13 @@ pub trait Embedder: Send + Sync {
 
     /// Forgets a document counted by [`Embedder::add_document`].
     fn remove_document(&mut self, _text: &str) {}
+
+    /// A copy that embeds as this one does now, with its corpus statistics frozen, for
+    /// embedding away from the index (a background HNSW build re-embeds with it). `None`,
+    /// the default, if the embedder cannot be copied.
+    fn snapshot(&self) -> Option<Box<dyn Embedder>> {
+        None
+    }
 }
 
 /// The longest text the lexical embedder accepts: a card's description plus its
@@ -262,6 +269,10 @@ impl LexicalEmbedder {
 impl Embedder for LexicalEmbedder {
     fn id(&self) -> &str {
         &self.id
+    }
+
+    fn snapshot(&self) -> Option<Box<dyn Embedder>> {
+        Some(Box::new(self.clone()))
     }
 
     fn dim(&self) -> usize {

@@ -5,7 +5,10 @@
 //! build 100k × 384 vectors on this machine, against about 48 s for usearch
 //! (`docs/design/0004-hnsw-backend.md`).
 
-use std::sync::RwLock;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::Duration;
 
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
@@ -254,64 +257,356 @@ impl VectorIndex for HnswIndex {
     }
 }
 
-/// An exact scan while the corpus is small, HNSW once it grows past `threshold` vectors:
-/// the vectors move into the graph in one step, and the index stays HNSW from then on.
+/// An exact scan while the corpus is small, HNSW once it grows past `threshold` vectors.
+///
+/// The move never stalls the index: when it grows past the threshold, a background thread
+/// builds the graph from a copy of the vectors while the exact scan keeps serving every
+/// search, upsert and removal. The ids changed meanwhile are noted; once the graph is built,
+/// the next call that may change the index ([`VectorIndex::upsert`], [`VectorIndex::remove`]
+/// or [`AdaptiveIndex::poll_build`]) replays them into it and swaps it in. From then on the
+/// index stays HNSW. At most [`max_concurrent_builds`] graphs are built at once in a
+/// process, so that builds never take every core from the work in the foreground.
 #[derive(Debug)]
 pub struct AdaptiveIndex {
     dim: usize,
-    threshold: usize,
+    /// The size at which the next build starts: the threshold, doubled after a failure.
+    next_build: usize,
     config: HnswConfig,
     backend: Backend,
     /// Once on HNSW: exact copies for `search_among` (sparse where the vectors are).
     copies: ExactCopies,
+    /// Why the last background build failed, if it did.
+    last_error: Option<VectorError>,
+    /// Tests hold a build until they send on this.
+    #[cfg(test)]
+    hold_next_build: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
 }
 
 #[derive(Debug)]
 enum Backend {
     Exact(ExactIndex),
+    /// The exact scan serves while `build` builds the graph.
+    Building(ExactIndex, Build),
     Hnsw(HnswIndex),
 }
 
+/// Where an index is in its move from the exact scan to HNSW.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Phase {
+    /// An exact scan, below the threshold.
+    Exact,
+    /// An exact scan, with the graph being built in the background.
+    Building,
+    /// HNSW.
+    Hnsw,
+}
+
+/// A graph being built in the background.
+#[derive(Debug)]
+struct Build {
+    slot: Arc<BuildSlot>,
+    /// Ids upserted or removed since the build started.
+    changed: HashSet<u32>,
+}
+
+/// What a build thread shares with its index.
+#[derive(Debug, Default)]
+struct BuildSlot {
+    built: Mutex<Option<Built>>,
+    done: Condvar,
+    /// Set when the index is dropped: the thread gives up.
+    cancelled: AtomicBool,
+}
+
+impl BuildSlot {
+    fn take(&self) -> Option<Built> {
+        lock(&self.built).take()
+    }
+
+    fn is_done(&self) -> bool {
+        lock(&self.built).is_some()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Graph builds running at once in this process: half the cores, at least one.
+pub fn max_concurrent_builds() -> usize {
+    std::thread::available_parallelism().map_or(1, |p| (p.get() / 2).max(1))
+}
+
+/// The process-wide count of running builds.
+static RUNNING_BUILDS: Mutex<usize> = Mutex::new(0);
+static BUILD_FINISHED: Condvar = Condvar::new();
+
+/// A place among the running builds, given back on drop.
+struct BuildPermit;
+
+impl BuildPermit {
+    /// Waits for a place; `None` if `cancelled` is set meanwhile.
+    fn acquire(cancelled: &AtomicBool) -> Option<BuildPermit> {
+        let max = max_concurrent_builds();
+        let mut running = lock(&RUNNING_BUILDS);
+        loop {
+            if cancelled.load(Ordering::Relaxed) {
+                return None;
+            }
+            if *running < max {
+                *running += 1;
+                return Some(BuildPermit);
+            }
+            running = BUILD_FINISHED
+                .wait_timeout(running, Duration::from_millis(100))
+                .map_or_else(|p| p.into_inner().0, |(guard, _)| guard);
+        }
+    }
+}
+
+impl Drop for BuildPermit {
+    fn drop(&mut self) {
+        let mut running = lock(&RUNNING_BUILDS);
+        *running = running.saturating_sub(1);
+        BUILD_FINISHED.notify_one();
+    }
+}
+
+/// The vectors a background build puts in the graph, produced on the build thread
+/// ([`AdaptiveIndex::start_build`]). `None` for an id keeps the vector the index holds.
+pub type Source = Box<dyn Iterator<Item = (u32, Option<Vec<f32>>)> + Send>;
+
+/// The vectors of `exact`, as a [`Source`] that owns them.
+fn copied(exact: &ExactIndex) -> Source {
+    let pairs: Vec<(u32, Vec<f32>)> = exact.iter().map(|(id, v)| (id, v.to_vec())).collect();
+    Box::new(pairs.into_iter().map(|(id, v)| (id, Some(v))))
+}
+
+/// A graph, its exact copies, and the ids whose vectors the source left to the index.
+type Built = Result<(HnswIndex, ExactCopies, Vec<u32>), VectorError>;
+
+/// Builds the graph and its exact copies from `source`; `None` if cancelled.
+fn build_graph(
+    dim: usize,
+    capacity: usize,
+    source: Source,
+    config: HnswConfig,
+    slot: &BuildSlot,
+) -> Option<Built> {
+    let _permit = BuildPermit::acquire(&slot.cancelled)?;
+    let build = || {
+        let hnsw = HnswIndex::new(dim, capacity, config)
+            .map_err(|e| VectorError::Backend(e.to_string()))?;
+        let mut copies = ExactCopies::default();
+        let mut left = Vec::new();
+        for (n, (id, vector)) in source.enumerate() {
+            if n % 64 == 0 && slot.cancelled.load(Ordering::Relaxed) {
+                return Ok(None);
+            }
+            match vector {
+                Some(v) => {
+                    hnsw.insert_concurrent(id, &v)?;
+                    copies.insert(id, &v);
+                }
+                None => left.push(id),
+            }
+        }
+        Ok(Some((hnsw, copies, left)))
+    };
+    build().transpose()
+}
+
 impl AdaptiveIndex {
-    /// An empty index that switches to HNSW (with `config`) above `threshold` vectors.
+    /// An empty index that moves to HNSW (with `config`) once it holds more than
+    /// `threshold` vectors.
     pub fn new(dim: usize, threshold: usize, config: HnswConfig) -> Self {
         AdaptiveIndex {
             dim,
-            threshold,
+            next_build: threshold,
             config,
             backend: Backend::Exact(ExactIndex::new(dim)),
             copies: ExactCopies::default(),
+            last_error: None,
+            #[cfg(test)]
+            hold_next_build: Mutex::new(None),
         }
+    }
+
+    /// Where the index is in its move to HNSW.
+    pub fn phase(&self) -> Phase {
+        match self.backend {
+            Backend::Exact(_) => Phase::Exact,
+            Backend::Building(..) => Phase::Building,
+            Backend::Hnsw(_) => Phase::Hnsw,
+        }
+    }
+
+    /// Whether upserting `more` new vectors would start the move to HNSW.
+    pub fn would_start_build(&self, more: usize) -> bool {
+        matches!(self.backend, Backend::Exact(_)) && self.len() + more > self.next_build
+    }
+
+    /// Why the last background build failed, if it did. The index then stays an exact scan
+    /// and tries again at twice the size.
+    pub fn last_build_error(&self) -> Option<&VectorError> {
+        self.last_error.as_ref()
+    }
+
+    /// Whether a background build has finished and waits to be swapped in by
+    /// [`AdaptiveIndex::poll_build`].
+    pub fn build_ready(&self) -> bool {
+        matches!(&self.backend, Backend::Building(_, build) if build.slot.is_done())
     }
 
     fn inner(&self) -> &dyn VectorIndex {
         match &self.backend {
-            Backend::Exact(e) => e,
+            Backend::Exact(e) | Backend::Building(e, _) => e,
             Backend::Hnsw(h) => h,
         }
     }
 
-    fn inner_mut(&mut self) -> &mut dyn VectorIndex {
-        match &mut self.backend {
-            Backend::Exact(e) => e,
-            Backend::Hnsw(h) => h,
-        }
-    }
-
-    fn migrate(&mut self) -> Result<(), VectorError> {
+    /// Starts building the graph in the background, unless the index is already building
+    /// or on HNSW. The graph is built from `source` if given (the capability index
+    /// re-embeds its texts there under the corpus statistics of this moment, away from its
+    /// lock), else from a copy of the vectors held now.
+    pub fn start_build(&mut self, source: Option<Source>) {
         let Backend::Exact(exact) = &self.backend else {
-            return Ok(());
+            return;
         };
-        let hnsw = HnswIndex::new(self.dim, exact.len() * 2, self.config)
-            .map_err(|e| VectorError::Backend(e.to_string()))?;
-        let mut copies = ExactCopies::default();
-        for (id, v) in exact.iter() {
-            hnsw.insert_concurrent(id, v)?;
-            copies.insert(id, v);
+        let capacity = exact.len() * 2;
+        let source = source.unwrap_or_else(|| copied(exact));
+        let dim = self.dim;
+        let slot = Arc::new(BuildSlot::default());
+        let config = self.config;
+        let thread_slot = Arc::clone(&slot);
+        #[cfg(test)]
+        let hold = lock(&self.hold_next_build).take();
+        let spawned = std::thread::Builder::new()
+            .name("hnsw-build".into())
+            .spawn(move || {
+                #[cfg(test)]
+                if let Some(hold) = hold {
+                    let _released = hold.recv();
+                }
+                let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    build_graph(dim, capacity, source, config, &thread_slot)
+                }))
+                .unwrap_or_else(|_| {
+                    Some(Err(VectorError::Backend("the HNSW build panicked".into())))
+                });
+                if let Some(built) = built {
+                    *lock(&thread_slot.built) = Some(built);
+                    thread_slot.done.notify_all();
+                }
+            });
+        match spawned {
+            Ok(_detached) => {
+                self.backend = match self.take_backend() {
+                    Backend::Exact(exact) => Backend::Building(
+                        exact,
+                        Build {
+                            slot,
+                            changed: HashSet::new(),
+                        },
+                    ),
+                    other => other,
+                };
+            }
+            Err(e) => self.build_failed(VectorError::Backend(format!(
+                "cannot start the HNSW build thread: {e}"
+            ))),
         }
-        self.backend = Backend::Hnsw(hnsw);
-        self.copies = copies;
-        Ok(())
+    }
+
+    /// Takes the backend out, leaving an empty exact scan (which allocates nothing) for
+    /// the moment until it is put back.
+    fn take_backend(&mut self) -> Backend {
+        std::mem::replace(&mut self.backend, Backend::Exact(ExactIndex::new(self.dim)))
+    }
+
+    /// Stays an exact scan and tries again at twice the size.
+    fn build_failed(&mut self, e: VectorError) {
+        self.last_error = Some(e);
+        self.next_build = self.len().max(1).saturating_mul(2);
+    }
+
+    /// Swaps in the graph of a finished background build, after replaying into it the
+    /// changes made since its snapshot. Returns whether the index moved to HNSW. Cheap when
+    /// no build has finished; a node calls it now and then so that a finished graph does
+    /// not wait for the next upsert.
+    pub fn poll_build(&mut self) -> bool {
+        let Backend::Building(_, build) = &self.backend else {
+            return false;
+        };
+        let Some(built) = build.slot.take() else {
+            return false;
+        };
+        self.finish_build(built)
+    }
+
+    /// Waits for a background build, if one is running, and swaps its graph in. Returns
+    /// whether the index moved to HNSW.
+    pub fn wait_for_build(&mut self) -> bool {
+        let Backend::Building(_, build) = &self.backend else {
+            return false;
+        };
+        let slot = Arc::clone(&build.slot);
+        let mut built = lock(&slot.built);
+        while built.is_none() {
+            built = slot.done.wait(built).unwrap_or_else(|p| p.into_inner());
+        }
+        let Some(done) = built.take() else {
+            return false;
+        };
+        drop(built);
+        self.finish_build(done)
+    }
+
+    fn finish_build(&mut self, built: Built) -> bool {
+        let (exact, build) = match self.take_backend() {
+            Backend::Building(exact, build) => (exact, build),
+            other => {
+                self.backend = other;
+                return false;
+            }
+        };
+        let replayed = built.and_then(|(hnsw, mut copies, left)| {
+            let mut hnsw = hnsw;
+            for &id in build.changed.iter().chain(&left) {
+                match exact.get(id) {
+                    Some(v) => {
+                        hnsw.upsert(id, v)?;
+                        copies.insert(id, v);
+                    }
+                    None => {
+                        hnsw.remove(id);
+                        copies.remove(id);
+                    }
+                }
+            }
+            Ok((hnsw, copies))
+        });
+        match replayed {
+            Ok((hnsw, copies)) => {
+                self.backend = Backend::Hnsw(hnsw);
+                self.copies = copies;
+                true
+            }
+            Err(e) => {
+                self.backend = Backend::Exact(exact);
+                self.build_failed(e);
+                false
+            }
+        }
+    }
+}
+
+impl Drop for AdaptiveIndex {
+    fn drop(&mut self) {
+        if let Backend::Building(_, build) = &self.backend {
+            build.slot.cancelled.store(true, Ordering::Relaxed);
+        }
     }
 }
 
@@ -322,19 +617,37 @@ impl VectorIndex for AdaptiveIndex {
 
     fn upsert(&mut self, id: u32, vector: &[f32]) -> Result<(), VectorError> {
         crate::vector::check_dim(self.dim, vector)?;
-        if matches!(self.backend, Backend::Exact(_)) && self.len() >= self.threshold {
-            self.migrate()?;
+        self.poll_build();
+        match &mut self.backend {
+            Backend::Exact(exact) => exact.upsert(id, vector)?,
+            Backend::Building(exact, build) => {
+                exact.upsert(id, vector)?;
+                build.changed.insert(id);
+            }
+            Backend::Hnsw(hnsw) => {
+                hnsw.upsert(id, vector)?;
+                self.copies.insert(id, vector);
+            }
         }
-        self.inner_mut().upsert(id, vector)?;
-        if matches!(self.backend, Backend::Hnsw(_)) {
-            self.copies.insert(id, vector);
+        if matches!(self.backend, Backend::Exact(_)) && self.len() > self.next_build {
+            self.start_build(None);
         }
         Ok(())
     }
 
     fn remove(&mut self, id: u32) -> bool {
-        self.copies.remove(id);
-        self.inner_mut().remove(id)
+        self.poll_build();
+        match &mut self.backend {
+            Backend::Exact(exact) => exact.remove(id),
+            Backend::Building(exact, build) => {
+                build.changed.insert(id);
+                exact.remove(id)
+            }
+            Backend::Hnsw(hnsw) => {
+                self.copies.remove(id);
+                hnsw.remove(id)
+            }
+        }
     }
 
     fn search(
@@ -357,7 +670,7 @@ impl VectorIndex for AdaptiveIndex {
         k: usize,
     ) -> Result<Vec<(u32, f32)>, VectorError> {
         match &self.backend {
-            Backend::Exact(e) => e.search_among(query, ids, k),
+            Backend::Exact(e) | Backend::Building(e, _) => e.search_among(query, ids, k),
             Backend::Hnsw(_) => {
                 crate::vector::check_dim(self.dim, query)?;
                 Ok(self.copies.search_among(query, ids, k))
@@ -436,6 +749,8 @@ mod tests {
         for i in 50..120 {
             index.upsert(i, &unit(i, dim)).expect("upsert");
         }
+        assert!(index.wait_for_build());
+        assert_eq!(index.phase(), Phase::Hnsw);
         assert_eq!(index.backend(), "hnsw-usearch");
         assert_eq!(index.len(), 120);
         for i in [0, 25, 49, 50, 119] {
@@ -445,5 +760,85 @@ mod tests {
         assert!(index.remove(3));
         assert_eq!(index.len(), 119);
         assert!(index.upsert(1, &[0.0; 3]).is_err());
+    }
+
+    #[test]
+    fn changes_made_while_the_graph_builds_are_replayed_into_it() {
+        let dim = 16;
+        let mut index = AdaptiveIndex::new(dim, 100, HnswConfig::default());
+        let (release, hold) = std::sync::mpsc::sync_channel(1);
+        index.hold_next_build = Mutex::new(Some(hold));
+        for i in 0..=100 {
+            index.upsert(i, &unit(i, dim)).expect("upsert");
+        }
+        // Past the threshold: the graph builds in the background (held here) while the
+        // exact scan serves.
+        assert_eq!(index.phase(), Phase::Building);
+        assert!(index.is_exact());
+        assert!(!index.build_ready());
+        assert!(!index.poll_build());
+        // Changes while it builds: new vectors, a replaced one, removed ones.
+        for i in 101..150 {
+            index.upsert(i, &unit(i, dim)).expect("upsert");
+        }
+        index.upsert(7, &unit(1007, dim)).expect("upsert");
+        assert!(index.remove(3));
+        assert!(index.remove(120));
+        assert!(!index.would_start_build(1000), "one build at a time");
+        let top = index.search(&unit(140, dim), 1, &|_| true).expect("search");
+        assert_eq!(top[0].0, 140, "the exact scan serves new vectors at once");
+        release.send(()).expect("release");
+        assert!(index.wait_for_build());
+        assert_eq!(index.phase(), Phase::Hnsw);
+        assert_eq!(index.len(), 148);
+        for i in [0, 50, 100, 101, 149] {
+            let top = index.search(&unit(i, dim), 1, &|_| true).expect("search");
+            assert_eq!(top[0].0, i, "vector {i} is in the graph");
+        }
+        let top = index
+            .search(&unit(1007, dim), 1, &|_| true)
+            .expect("search");
+        assert_eq!(top[0].0, 7, "the replaced vector was replayed");
+        for gone in [3, 120] {
+            let top = index
+                .search(&unit(gone, dim), 5, &|_| true)
+                .expect("search");
+            assert!(
+                top.iter().all(|(id, _)| *id != gone),
+                "{gone} stays removed"
+            );
+            let among = index
+                .search_among(&unit(gone, dim), &[gone], 1)
+                .expect("among");
+            assert!(among.is_empty(), "{gone} has no exact copy");
+        }
+        assert!(index.last_build_error().is_none());
+    }
+
+    #[test]
+    fn an_index_dropped_while_its_graph_waits_cancels_the_build() {
+        let dim = 16;
+        let mut index = AdaptiveIndex::new(dim, 10, HnswConfig::default());
+        let (release, hold) = std::sync::mpsc::sync_channel(1);
+        index.hold_next_build = Mutex::new(Some(hold));
+        for i in 0..=10 {
+            index.upsert(i, &unit(i, dim)).expect("upsert");
+        }
+        let Backend::Building(_, build) = &index.backend else {
+            panic!("building");
+        };
+        let slot = Arc::clone(&build.slot);
+        drop(index);
+        assert!(slot.cancelled.load(Ordering::Relaxed));
+        release.send(()).expect("release");
+        // The thread gives up without building: nothing is ever put in the slot.
+        for _ in 0..50 {
+            if Arc::strong_count(&slot) == 1 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(Arc::strong_count(&slot), 1, "the build thread has ended");
+        assert!(!slot.is_done());
     }
 }

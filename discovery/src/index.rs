@@ -8,7 +8,7 @@ use agentnet_protocol::{AgentCard, Did, Timestamp};
 
 use crate::bm25::{Bm25, Bm25Config};
 use crate::embed::{EmbedError, Embedder, LexicalConfig, LexicalEmbedder};
-use crate::hnsw::{AdaptiveIndex, HnswConfig};
+use crate::hnsw::{AdaptiveIndex, HnswConfig, Phase, Source};
 use crate::vector::{VectorError, VectorIndex};
 
 /// The longest query text.
@@ -328,6 +328,35 @@ impl CapabilityIndex {
         self.vectors.backend()
     }
 
+    /// Where the dense index is in its move from the exact scan to HNSW, which a
+    /// background thread builds ([`AdaptiveIndex`]).
+    pub fn phase(&self) -> Phase {
+        self.vectors.phase()
+    }
+
+    /// Whether a background HNSW build has finished and waits for
+    /// [`CapabilityIndex::poll_build`] (or the next upsert or removal) to swap it in.
+    pub fn build_ready(&self) -> bool {
+        self.vectors.build_ready()
+    }
+
+    /// Swaps in a finished background HNSW build; returns whether it did. Cheap otherwise.
+    pub fn poll_build(&mut self) -> bool {
+        self.vectors.poll_build()
+    }
+
+    /// Waits for a running background HNSW build and swaps it in; returns whether the
+    /// index moved to HNSW. Benchmarks call it so that they measure the settled index.
+    pub fn wait_for_build(&mut self) -> bool {
+        self.vectors.wait_for_build()
+    }
+
+    /// Why the last background HNSW build failed, if it did (the index then stays an exact
+    /// scan and tries again at twice the size).
+    pub fn last_build_error(&self) -> Option<&crate::VectorError> {
+        self.vectors.last_build_error()
+    }
+
     /// Indexed capabilities.
     pub fn len(&self) -> usize {
         self.live
@@ -381,10 +410,8 @@ impl CapabilityIndex {
             .into());
         }
         self.forget(&card.did);
-        if self.vectors.is_exact() && self.vectors.len() + texts.len() > self.config.hnsw_threshold
-        {
-            // The vectors are about to move into HNSW: move fresh ones.
-            self.refresh_vectors();
+        if self.vectors.would_start_build(texts.len()) {
+            self.start_build();
         }
         let mut ids = Vec::with_capacity(card.capabilities.len());
         for (at, ((cap, text), vector)) in card
@@ -430,7 +457,9 @@ impl CapabilityIndex {
     /// the dense index is an exact scan of at most [`MAX_REFRESHED`] capabilities (a refresh
     /// then costs at most that many embeddings and no graph build).
     fn refreshable(&self) -> bool {
-        self.embedder.learns_from_corpus() && self.vectors.is_exact() && self.live <= MAX_REFRESHED
+        self.embedder.learns_from_corpus()
+            && self.vectors.phase() == Phase::Exact
+            && self.live <= MAX_REFRESHED
     }
 
     /// Re-embeds the stored vectors once the capabilities added or removed since the last
@@ -467,6 +496,37 @@ impl CapabilityIndex {
         }
         self.refresh_vectors();
         true
+    }
+
+    /// Starts moving the vectors into HNSW. The background build re-embeds them first,
+    /// under the corpus statistics as they are now, so that the graph holds fresh vectors
+    /// (no refresh happens on HNSW) without holding up this upsert.
+    fn start_build(&mut self) {
+        let source = if self.embedder.learns_from_corpus() {
+            let Some(embedder) = self.embedder.snapshot() else {
+                // No copy to re-embed with elsewhere: re-embed here, then build.
+                self.refresh_vectors();
+                self.vectors.start_build(None);
+                return;
+            };
+            let texts: Vec<(u32, String)> = self
+                .entries
+                .iter()
+                .enumerate()
+                .filter_map(|(id, e)| Some((id as u32, e.as_ref()?.text.clone())))
+                .collect();
+            // Indexed texts embed (that was checked when they were indexed); one that fails
+            // anyway keeps the vector it has, as in a refresh.
+            let source: Source = Box::new(
+                texts
+                    .into_iter()
+                    .map(move |(id, text)| (id, embedder.embed(&text).ok())),
+            );
+            Some(source)
+        } else {
+            None
+        };
+        self.vectors.start_build(source);
     }
 
     /// Re-embeds every stored vector under the current corpus statistics.

@@ -47,7 +47,10 @@ pub use bm25::{Bm25, Bm25Config};
 pub use embed::{
     EmbedError, Embedder, LexicalConfig, LexicalEmbedder, MAX_LEXICAL_TEXT_LEN, dot, normalise,
 };
-pub use hnsw::{AdaptiveIndex, HnswConfig, HnswError, HnswIndex, Quantization};
+pub use hnsw::{
+    AdaptiveIndex, HnswConfig, HnswError, HnswIndex, Phase, Quantization, Source,
+    max_concurrent_builds,
+};
 pub use http::{HttpEmbedder, HttpEmbedderConfig, MAX_HTTP_BATCH, MAX_HTTP_RESPONSE};
 pub use index::{
     Breakdown, CapabilityIndex, DEFAULT_HNSW_THRESHOLD, Hit, IndexConfig, MAX_PAGE_SIZE,

@@ -109,6 +109,12 @@ impl ExactIndex {
         check_dim(self.dim, v)
     }
 
+    /// The vector of `id`, if present.
+    pub(crate) fn get(&self, id: u32) -> Option<&[f32]> {
+        let i = *self.position.get(&id)?;
+        self.vectors.get(i * self.dim..(i + 1) * self.dim)
+    }
+
     /// Every (id, vector) pair, in storage order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, &[f32])> {
         self.ids

@@ -51,6 +51,8 @@ fn neutral(_: &Did, _: &str) -> f64 {
 fn index_of(n: u32) -> CapabilityIndex {
     let mut index = CapabilityIndex::default();
     fill(&mut index, n);
+    // The graph is built in the background; these tests exercise the settled HNSW index.
+    index.wait_for_build();
     index
 }
 
@@ -264,6 +266,8 @@ fn small_config_index(n: u32) -> CapabilityIndex {
     lexical.dim = 256;
     let mut index = CapabilityIndex::with_embedder(Box::new(LexicalEmbedder::new(lexical)), config);
     fill(&mut index, n);
+    // The graph is built in the background; these tests exercise the settled HNSW index.
+    index.wait_for_build();
     index
 }
 

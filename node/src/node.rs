@@ -1066,6 +1066,7 @@ async fn run(
             _ = flushes.tick() => {
                 flush(&shared);
                 refresh_when_quiet(&shared, &mut stale_at_last_flush);
+                swap_in_finished_graph(&shared);
             }
             _ = spreads.tick(), if !fetches.fresh.is_empty() => {
                 let tables: Vec<SyncTable> = fetches.fresh.drain().collect();
@@ -1296,6 +1297,18 @@ fn refresh_when_quiet(shared: &Arc<Shared>, stale_at_last_flush: &mut usize) {
         *stale_at_last_flush = 0;
     } else {
         *stale_at_last_flush = stale;
+    }
+}
+
+/// Swaps in the index's HNSW graph once its background build has finished
+/// ([`CapabilityIndex::poll_build`]), on a blocking thread because it replays the changes
+/// made during the build, so that a finished graph does not wait for the next card.
+fn swap_in_finished_graph(shared: &Arc<Shared>) {
+    if crate::shared::read(&shared.index).build_ready() {
+        let shared = Arc::clone(shared);
+        drop(tokio::task::spawn_blocking(move || {
+            crate::shared::write(&shared.index).poll_build()
+        }));
     }
 }
 
