@@ -762,15 +762,25 @@ mod tests {
         assert!(index.upsert(1, &[0.0; 3]).is_err());
     }
 
+    /// An index just past `threshold` whose background build waits until the returned
+    /// sender sends (or is dropped).
+    fn held_past_threshold(
+        dim: usize,
+        threshold: u32,
+    ) -> (AdaptiveIndex, std::sync::mpsc::SyncSender<()>) {
+        let mut index = AdaptiveIndex::new(dim, threshold as usize, HnswConfig::default());
+        let (release, hold) = std::sync::mpsc::sync_channel(1);
+        index.hold_next_build = Mutex::new(Some(hold));
+        for i in 0..=threshold {
+            index.upsert(i, &unit(i, dim)).expect("upsert");
+        }
+        (index, release)
+    }
+
     #[test]
     fn changes_made_while_the_graph_builds_are_replayed_into_it() {
         let dim = 16;
-        let mut index = AdaptiveIndex::new(dim, 100, HnswConfig::default());
-        let (release, hold) = std::sync::mpsc::sync_channel(1);
-        index.hold_next_build = Mutex::new(Some(hold));
-        for i in 0..=100 {
-            index.upsert(i, &unit(i, dim)).expect("upsert");
-        }
+        let (mut index, release) = held_past_threshold(dim, 100);
         // Past the threshold: the graph builds in the background (held here) while the
         // exact scan serves.
         assert_eq!(index.phase(), Phase::Building);
@@ -818,12 +828,7 @@ mod tests {
     #[test]
     fn an_index_dropped_while_its_graph_waits_cancels_the_build() {
         let dim = 16;
-        let mut index = AdaptiveIndex::new(dim, 10, HnswConfig::default());
-        let (release, hold) = std::sync::mpsc::sync_channel(1);
-        index.hold_next_build = Mutex::new(Some(hold));
-        for i in 0..=10 {
-            index.upsert(i, &unit(i, dim)).expect("upsert");
-        }
+        let (index, release) = held_past_threshold(dim, 10);
         let Backend::Building(_, build) = &index.backend else {
             panic!("building");
         };
