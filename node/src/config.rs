@@ -12,6 +12,7 @@
 //! gossip = true
 //! sync_interval_secs = 30
 //! max_connections = 256
+//! target_peers = 32
 //! idle_timeout_secs = 60
 //! pause_issuers = ["did:key:z6Mk..."]
 //! minilm_dir = "/opt/models/minilm"
@@ -66,6 +67,8 @@ pub struct FileConfig {
     pub sync_interval_secs: Option<u64>,
     /// The most connections.
     pub max_connections: Option<u32>,
+    /// The connections kept without pruning.
+    pub target_peers: Option<usize>,
     /// Seconds before an idle connection is closed.
     pub idle_timeout_secs: Option<u64>,
     /// Gateways whose pause notices are obeyed for any agent.
@@ -278,6 +281,18 @@ impl RunConfig {
                 });
             }
             node.max_connections = n;
+        }
+        if let Some(n) = file.target_peers {
+            if n == 0 || n > node.max_connections as usize {
+                return Err(ConfigError::Value {
+                    key: "target_peers",
+                    reason: format!(
+                        "must be from 1 to max_connections ({})",
+                        node.max_connections
+                    ),
+                });
+            }
+            node.target_peers = n;
         }
         if let Some(secs) = file.idle_timeout_secs {
             node.idle_timeout = Duration::from_secs(secs.max(1));

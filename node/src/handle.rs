@@ -314,7 +314,8 @@ impl NodeHandle {
 
     /// Capabilities whose stored vectors predate the index's current corpus statistics
     /// (`CapabilityIndex::stale_capabilities`); the node re-embeds them once its registry
-    /// has been quiet for a second, after which this is 0.
+    /// has been quiet for a moment (one second if 1% of them changed, else five), after
+    /// which this is 0.
     pub fn stale_capabilities(&self) -> usize {
         read(&self.shared.index).stale_capabilities()
     }

@@ -41,6 +41,7 @@ pub mod config;
 mod handle;
 mod intent;
 mod node;
+mod peers;
 mod shared;
 pub mod store;
 mod sync;
@@ -51,5 +52,6 @@ pub use intent::{
     IntentLimits, Reservation, ReserveRequest, SettleRequest,
 };
 pub use node::{
-    GatewayConfig, MAX_BLOCKED_PER_COMMAND, Node, NodeBuilder, NodeConfig, NodeError, STORE_FILE,
+    DEFAULT_TARGET_PEERS, GatewayConfig, MAX_BLOCKED_PER_COMMAND, Node, NodeBuilder, NodeConfig,
+    NodeError, STORE_FILE,
 };

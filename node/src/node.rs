@@ -10,7 +10,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use agentnet_discovery::{
     CapabilityIndex, Embedder, IndexConfig, LexicalConfig, LexicalEmbedder, SearchError,
@@ -44,6 +44,7 @@ use crate::handle::NodeHandle;
 use crate::intent::{
     BudgetGate, HttpBudgetGate, IntentLimits, PauseState, RateLimiter, ReplayCache,
 };
+use crate::peers::Peers;
 use crate::shared::{Change, Ingested, Metrics, Origin, Refusal, Shared, lock};
 use crate::store::{RedbStore, Store, StoreError};
 
@@ -71,6 +72,11 @@ const MAX_SCORED_PEERS: usize = 10_000;
 pub const MAX_BLOCKED_PER_COMMAND: usize = 4096;
 /// How fast penalties are forgiven.
 const PENALTY_HALF_LIFE: Duration = Duration::from_secs(10 * 60);
+
+/// [`NodeConfig::target_peers`] by default.
+pub const DEFAULT_TARGET_PEERS: usize = 32;
+/// How often the node prunes its connections down to [`NodeConfig::target_peers`].
+const PRUNE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The node's gateway: where it asks for budget before sending an intent.
 #[derive(Clone)]
@@ -102,6 +108,9 @@ pub struct NodeConfig {
     pub bootstrap: Vec<Multiaddr>,
     /// The most established connections. Default 256.
     pub max_connections: u32,
+    /// The connections the node keeps: above this many, it closes the least recently used
+    /// that nothing needs (`specs/sync.md#connections`). Default 32.
+    pub target_peers: usize,
     /// A connection with no stream open for this long is closed. Default 60 s.
     pub idle_timeout: Duration,
     /// Whether to take part in gossip. Default true; off, the node learns only by
@@ -146,6 +155,7 @@ impl NodeConfig {
             ],
             bootstrap: Vec::new(),
             max_connections: 256,
+            target_peers: DEFAULT_TARGET_PEERS,
             idle_timeout: Duration::from_secs(60),
             gossip: true,
             sync_interval: Duration::from_secs(30),
@@ -368,6 +378,10 @@ impl NodeBuilder {
         }
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         let (responses_tx, responses_rx) = mpsc::channel(limits.in_flight.max(1));
+        let mut peers = Peers::new(config.target_peers.min(config.max_connections as usize));
+        for addr in &config.bootstrap {
+            peers.dialling(addr);
+        }
         tokio::spawn(run(
             swarm,
             Channels {
@@ -376,10 +390,13 @@ impl NodeBuilder {
                 responses: responses_rx,
             },
             shared.clone(),
-            config.gossip,
-            config.sync_interval,
-            hosted,
-            Loss::new(config.gossip_loss, config.fault_seed),
+            Setup {
+                gossip: config.gossip,
+                sync_interval: config.sync_interval,
+                hosted,
+                loss: Loss::new(config.gossip_loss, config.fault_seed),
+                peers,
+            },
         ));
         Ok(NodeHandle::new(tx, shared))
     }
@@ -746,6 +763,34 @@ fn send_pending(
         .send_request(&peer, request.to_bytes());
 }
 
+/// Closes the connections beyond [`NodeConfig::target_peers`] that nothing needs: not in
+/// the gossip mesh, not mid-sync, with no intent awaiting an answer ([`Peers::to_prune`]).
+fn prune(
+    swarm: &mut Swarm<Behaviour>,
+    peers: &Peers,
+    pending: &Pending,
+    fetches: &Fetches,
+    intents: &HashMap<request_response::OutboundRequestId, (PeerId, oneshot::Sender<IntentReply>)>,
+) {
+    if swarm.network_info().num_peers() <= peers.target() {
+        return;
+    }
+    let mut needed: HashSet<PeerId> = swarm
+        .behaviour()
+        .gossipsub
+        .all_mesh_peers()
+        .copied()
+        .collect();
+    needed.extend(pending.keys().map(|(peer, _)| *peer));
+    needed.extend(fetches.queued.keys().copied());
+    needed.extend(fetches.in_flight.values().map(|(peer, ..)| *peer));
+    needed.extend(intents.values().map(|(peer, _)| *peer));
+    for peer in peers.to_prune(Instant::now(), |p| needed.contains(p)) {
+        tracing::debug!(%peer, "closing a connection nothing needs");
+        let _ = swarm.disconnect_peer_id(peer);
+    }
+}
+
 /// Opens a sync of every replicated table with `peer`.
 fn start_sync(swarm: &mut Swarm<Behaviour>, shared: &Shared, peer: PeerId) {
     for table in TABLES {
@@ -761,20 +806,34 @@ fn on_sync(
     message: request_response::Message<Vec<u8>, Vec<u8>>,
     pending: &mut Pending,
     fetches: &mut Fetches,
+    peers: &mut Peers,
 ) {
     match message {
         request_response::Message::Request {
             request, channel, ..
         } => match SyncRequest::from_bytes(&request) {
-            Ok(request) => match crate::sync::respond(shared.store.as_ref(), request) {
-                Ok(response) => {
-                    let _ = swarm
-                        .behaviour_mut()
-                        .sync
-                        .send_response(channel, response.to_bytes());
+            Ok(request) => {
+                let opened = crate::sync::opened(&request);
+                match crate::sync::respond(shared.store.as_ref(), request) {
+                    Ok(response) => {
+                        let differs = matches!(&response, SyncResponse::Reconcile { ranges, .. } if !ranges.is_empty());
+                        let _ = swarm
+                            .behaviour_mut()
+                            .sync
+                            .send_response(channel, response.to_bytes());
+                        // Sync pulls, so an initiator whose records differ may hold some
+                        // this node lacks: reconcile back, unless already doing so.
+                        if let Some(table) = opened
+                            && differs
+                            && !pending.contains_key(&(peer, table))
+                            && peers.may_reverse(peer, table, Instant::now())
+                        {
+                            open_sync(swarm, shared, table, &[peer]);
+                        }
+                    }
+                    Err(e) => tracing::warn!(%peer, error = %e, "cannot answer a sync request"),
                 }
-                Err(e) => tracing::warn!(%peer, error = %e, "cannot answer a sync request"),
-            },
+            }
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "refused a sync request");
                 penalise(swarm, shared, peer, agentnet_trust::PeerFault::penalty(&e));
@@ -882,12 +941,15 @@ type HostQueries = HashMap<
     ),
 >;
 
+/// An answer to an inbound intent: the peer that sent it, its stream, and the bytes.
+type IntentAnswer = (PeerId, request_response::ResponseChannel<Vec<u8>>, Vec<u8>);
+
 /// The swarm task's channels.
 struct Channels {
     commands: mpsc::Receiver<Command>,
     /// Answers to inbound intents, from the tasks that deliver them.
-    responses_tx: mpsc::Sender<(request_response::ResponseChannel<Vec<u8>>, Vec<u8>)>,
-    responses: mpsc::Receiver<(request_response::ResponseChannel<Vec<u8>>, Vec<u8>)>,
+    responses_tx: mpsc::Sender<IntentAnswer>,
+    responses: mpsc::Receiver<IntentAnswer>,
 }
 
 /// Handles a gossip message: which topic, then verify, store and apply.
@@ -993,22 +1055,24 @@ fn publish(
 }
 
 /// Handles an inbound intent request: admission on this task, delivery on its own.
+/// Returns whether the intent was admitted (its answer comes later, through `responses`).
 fn on_intent_request(
     swarm: &mut Swarm<Behaviour>,
     shared: &Arc<Shared>,
     peer: PeerId,
     request: Vec<u8>,
     channel: request_response::ResponseChannel<Vec<u8>>,
-    responses: &mpsc::Sender<(request_response::ResponseChannel<Vec<u8>>, Vec<u8>)>,
-) {
+    responses: &mpsc::Sender<IntentAnswer>,
+) -> bool {
     match shared.admit(Some(peer), &request, Timestamp::now()) {
         Ok(admitted) => {
             let shared = shared.clone();
             let responses = responses.clone();
             tokio::spawn(async move {
                 let response = shared.deliver(admitted).await;
-                let _ = responses.send((channel, response)).await;
+                let _ = responses.send((peer, channel, response)).await;
             });
+            true
         }
         Err((rejection, penalty)) => {
             Metrics::bump(&shared.metrics.intents_rejected);
@@ -1018,19 +1082,33 @@ fn on_intent_request(
             }
             let bytes = agentnet_protocol::IntentResponse::Rejected(rejection).to_bytes();
             let _ = swarm.behaviour_mut().intent.send_response(channel, bytes);
+            false
         }
     }
+}
+
+/// What the swarm task starts with besides its swarm, channels and shared state.
+struct Setup {
+    gossip: bool,
+    sync_interval: Duration,
+    hosted: Vec<Did>,
+    loss: Loss,
+    peers: Peers,
 }
 
 async fn run(
     mut swarm: Swarm<Behaviour>,
     mut channels: Channels,
     shared: Arc<Shared>,
-    gossip: bool,
-    sync_interval: Duration,
-    hosted: Vec<Did>,
-    mut loss: Loss,
+    setup: Setup,
 ) {
+    let Setup {
+        gossip,
+        sync_interval,
+        hosted,
+        mut loss,
+        mut peers,
+    } = setup;
     let topics: HashMap<TopicHash, SyncTable> =
         TABLES.iter().map(|t| (topic_of(*t).hash(), *t)).collect();
     let mut pending: Pending = HashMap::new();
@@ -1042,12 +1120,16 @@ async fn run(
     let mut renewals = tokio::time::interval(CARD_RENEWAL_CHECK);
     let mut flushes = tokio::time::interval(FLUSH_INTERVAL);
     flushes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut stale_at_last_flush = 0usize;
+    let mut quiet = Quiet::default();
     let mut spread_turn = 0usize;
     let mut spreads = tokio::time::interval(SPREAD_INTERVAL);
     spreads.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut intents: HashMap<request_response::OutboundRequestId, oneshot::Sender<IntentReply>> =
-        HashMap::new();
+    let mut intents: HashMap<
+        request_response::OutboundRequestId,
+        (PeerId, oneshot::Sender<IntentReply>),
+    > = HashMap::new();
+    let mut prunes = tokio::time::interval(PRUNE_INTERVAL);
+    prunes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     for did in hosted.iter().take(MAX_PROVIDED_KEYS) {
         provide(&mut swarm, did);
     }
@@ -1065,7 +1147,7 @@ async fn run(
             }
             _ = flushes.tick() => {
                 flush(&shared);
-                refresh_when_quiet(&shared, &mut stale_at_last_flush);
+                refresh_when_quiet(&shared, &mut quiet);
                 swap_in_finished_graph(&shared);
             }
             _ = spreads.tick(), if !fetches.fresh.is_empty() => {
@@ -1085,6 +1167,7 @@ async fn run(
                     open_sync(&mut swarm, &shared, table, &chosen);
                 }
             }
+            _ = prunes.tick() => prune(&mut swarm, &peers, &pending, &fetches, &intents),
             _ = renewals.tick() => {
                 if let Err(e) = shared.prune_expired(Timestamp::now()) {
                     tracing::warn!(error = %e, "cannot prune expired records");
@@ -1095,20 +1178,22 @@ async fn run(
                     }
                 }
             }
-            Some((channel, bytes)) = channels.responses.recv() => {
+            Some((peer, channel, bytes)) = channels.responses.recv() => {
+                peers.intent_answered(&peer, Instant::now());
                 let _ = swarm.behaviour_mut().intent.send_response(channel, bytes);
             }
             event = swarm.select_next_some() => match event {
                 SwarmEvent::ConnectionEstablished { peer_id, num_established, .. } => {
                     if shared.penalties_banned(&peer_id) {
                         let _ = swarm.disconnect_peer_id(peer_id);
-                    } else if num_established.get() == 1 {
+                    } else if num_established.get() == 1 && peers.connected(peer_id, Instant::now()) {
                         start_sync(&mut swarm, &shared, peer_id);
                     }
                 }
                 SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
                     pending.retain(|(peer, _), _| *peer != peer_id);
                     fetches.forget(peer_id);
+                    peers.disconnected(&peer_id);
                 }
                 SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
                     for addr in info.listen_addrs.iter().take(16) {
@@ -1119,6 +1204,8 @@ async fn run(
                     for (peer, addr) in found.into_iter().take(64) {
                         swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
                         if !swarm.is_connected(&peer) {
+                            let addr = addr.with_p2p(peer).unwrap_or_else(|addr| addr);
+                            peers.dialling(&addr);
                             let _ = swarm.dial(addr);
                         }
                     }
@@ -1144,7 +1231,10 @@ async fn run(
                 }
                 SwarmEvent::Behaviour(BehaviourEvent::Sync(request_response::Event::Message {
                     peer, message, ..
-                })) => on_sync(&mut swarm, &shared, peer, message, &mut pending, &mut fetches),
+                })) => {
+                    peers.used(&peer, Instant::now());
+                    on_sync(&mut swarm, &shared, peer, message, &mut pending, &mut fetches, &mut peers);
+                }
                 SwarmEvent::Behaviour(BehaviourEvent::Sync(request_response::Event::OutboundFailure {
                     peer, request_id, error, ..
                 })) => {
@@ -1158,10 +1248,14 @@ async fn run(
                     peer, message, ..
                 })) => match message {
                     request_response::Message::Request { request, channel, .. } => {
-                        on_intent_request(&mut swarm, &shared, peer, request, channel, &channels.responses_tx);
+                        peers.used(&peer, Instant::now());
+                        if on_intent_request(&mut swarm, &shared, peer, request, channel, &channels.responses_tx) {
+                            peers.intent_received(&peer);
+                        }
                     }
                     request_response::Message::Response { request_id, response } => {
-                        if let Some(reply) = intents.remove(&request_id) {
+                        peers.used(&peer, Instant::now());
+                        if let Some((_, reply)) = intents.remove(&request_id) {
                             let _ = reply.send(Ok(response));
                         }
                     }
@@ -1169,7 +1263,7 @@ async fn run(
                 SwarmEvent::Behaviour(BehaviourEvent::Intent(request_response::Event::OutboundFailure {
                     request_id, error, ..
                 })) => {
-                    if let Some(reply) = intents.remove(&request_id) {
+                    if let Some((_, reply)) = intents.remove(&request_id) {
                         let _ = reply.send(Err(error));
                     }
                 }
@@ -1193,6 +1287,7 @@ async fn run(
                         let _ = reply.send(swarm.listeners().cloned().collect());
                     }
                     Command::Dial(addr, reply) => {
+                        peers.dialling(&addr);
                         let result = swarm
                             .dial(addr.clone())
                             .map_err(|e| NodeError::Network(format!("cannot dial {addr}: {e}")));
@@ -1223,7 +1318,7 @@ async fn run(
                         // A caller that stopped waiting (its deadline passed) leaves an entry
                         // until the peer answers or the stream times out: drop those first.
                         if intents.len() >= MAX_PENDING_INTENTS {
-                            intents.retain(|_, tx| !tx.is_closed());
+                            intents.retain(|_, (_, tx)| !tx.is_closed());
                         }
                         if intents.len() >= MAX_PENDING_INTENTS {
                             let _ = reply.send(Err(request_response::OutboundFailure::Io(
@@ -1231,7 +1326,8 @@ async fn run(
                             )));
                         } else {
                             let id = swarm.behaviour_mut().intent.send_request(&peer, bytes);
-                            intents.insert(id, reply);
+                            peers.used(&peer, Instant::now());
+                            intents.insert(id, (peer, reply));
                         }
                     }
                     Command::ConnectedPeers(reply) => {
@@ -1284,19 +1380,46 @@ fn flush(shared: &Shared) {
     }
 }
 
-/// Re-embeds the index's stored vectors ([`CapabilityIndex::refresh`]) once the registry
-/// has not changed for a whole flush interval, on a blocking thread: nodes that hold the
-/// same cards then rank them alike, whatever order they learnt them in.
-fn refresh_when_quiet(shared: &Arc<Shared>, stale_at_last_flush: &mut usize) {
-    let stale = crate::shared::read(&shared.index).stale_capabilities();
-    if stale > 0 && stale == *stale_at_last_flush {
+/// A registry quiet for one flush interval is refreshed if at least this share of its
+/// capabilities changed since the last refresh; fewer changes wait for [`QUIET_LONG`].
+const REFRESH_SHARE: f64 = 0.01;
+/// Flush intervals of quiet after which any change is refreshed.
+const QUIET_LONG: u32 = 5;
+
+/// How long the registry has been quiet, as [`refresh_when_quiet`] tracks it.
+#[derive(Debug, Default)]
+struct Quiet {
+    /// Stale capabilities at the last flush.
+    stale: usize,
+    /// Flush intervals since that number last changed.
+    intervals: u32,
+}
+
+/// Re-embeds the index's stored vectors ([`CapabilityIndex::refresh`]) on a blocking
+/// thread once the registry has been quiet, so that nodes that hold the same cards rank
+/// them alike whatever order they learnt them in: after one flush interval if at least
+/// [`REFRESH_SHARE`] of the capabilities changed, else after [`QUIET_LONG`]. A refresh
+/// re-embeds every capability (50 ms for 1,000 here), and a card arriving now and then
+/// would otherwise cost one each.
+fn refresh_when_quiet(shared: &Arc<Shared>, quiet: &mut Quiet) {
+    let (stale, held) = {
+        let index = crate::shared::read(&shared.index);
+        (index.stale_capabilities(), index.len())
+    };
+    if stale == 0 || stale != quiet.stale {
+        *quiet = Quiet {
+            stale,
+            intervals: 0,
+        };
+        return;
+    }
+    quiet.intervals += 1;
+    if stale as f64 >= REFRESH_SHARE * held as f64 || quiet.intervals >= QUIET_LONG {
         let shared = Arc::clone(shared);
         drop(tokio::task::spawn_blocking(move || {
             crate::shared::write(&shared.index).refresh()
         }));
-        *stale_at_last_flush = 0;
-    } else {
-        *stale_at_last_flush = stale;
+        *quiet = Quiet::default();
     }
 }
 

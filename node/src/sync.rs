@@ -66,6 +66,19 @@ pub(crate) fn opening(store: &dyn Store, table: SyncTable) -> Result<SyncRequest
     })
 }
 
+/// The table `request` opens a sync of, if it is an opening (one range over the whole key
+/// space, as [`opening`] sends).
+pub(crate) fn opened(request: &SyncRequest) -> Option<SyncTable> {
+    match request {
+        SyncRequest::Reconcile { table, ranges }
+            if ranges.len() == 1 && ranges[0].lower.is_empty() && ranges[0].upper.is_empty() =>
+        {
+            Some(*table)
+        }
+        _ => None,
+    }
+}
+
 /// Describes `records` (all of `[lower, upper)`): their items if few, else sub-ranges with
 /// fingerprints.
 fn describe(records: &[StoredRecord], lower: &[u8], upper: &[u8], out: &mut Vec<SyncRange>) {

@@ -1,0 +1,256 @@
+//! Which connections a node keeps (`specs/sync.md#connections`).
+//!
+//! Kademlia dials whichever peers a lookup asks, and gossipsub's long-lived streams keep
+//! every connection open, so without pruning every node ends up connected to every other:
+//! 99 connections each in a 100-node testnet, whose upkeep alone took most of this
+//! machine's two cores. A node therefore keeps about `target` connections: above that, the
+//! least recently used connection that nothing needs is closed. What a connection is needed
+//! for is decided here, so that it can be tested without a swarm.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use agentnet_protocol::SyncTable;
+use libp2p::PeerId;
+use libp2p::multiaddr::{Multiaddr, Protocol};
+
+/// A connection younger than this is never pruned: a Kademlia lookup that dialled it is
+/// still using it.
+pub(crate) const YOUNG: Duration = Duration::from_secs(5);
+/// A connection that carried a sync or an intent within this long is never pruned.
+pub(crate) const RECENT_USE: Duration = Duration::from_secs(10);
+/// A node with at most this many connections syncs with every peer that connects, however
+/// the connection came about: a node with few peers learns from each of them.
+pub(crate) const FEW_PEERS: usize = 3;
+/// A responder reconciles back with an initiator whose opening differed at most once per
+/// (peer, table) per this long.
+pub(crate) const REVERSE_SYNC_EVERY: Duration = Duration::from_secs(2);
+
+/// What the node knows of one connected peer.
+#[derive(Clone, Copy, Debug)]
+struct Connected {
+    since: Instant,
+    last_used: Instant,
+    /// Intents from this peer that this node has yet to answer.
+    answering: usize,
+}
+
+/// The connections a node keeps and the peers it dialled on purpose.
+#[derive(Debug)]
+pub(crate) struct Peers {
+    target: usize,
+    /// Peers dialled on purpose (bootstrap, `NodeHandle::dial`, mDNS), in the order dialled;
+    /// at most `target` of them, the oldest forgotten first.
+    explicit: Vec<PeerId>,
+    connected: HashMap<PeerId, Connected>,
+    /// When this node last reconciled back with a peer, per table.
+    reverse: HashMap<(PeerId, SyncTable), Instant>,
+}
+
+impl Peers {
+    /// A node that keeps about `target` connections (at least 1).
+    pub(crate) fn new(target: usize) -> Self {
+        Peers {
+            target: target.max(1),
+            explicit: Vec::new(),
+            connected: HashMap::new(),
+            reverse: HashMap::new(),
+        }
+    }
+
+    /// Records that this node dials `addr` on purpose; the peer is kept once connected.
+    /// An address without a `/p2p/` peer id cannot be matched to a peer and is not kept.
+    pub(crate) fn dialling(&mut self, addr: &Multiaddr) {
+        let Some(peer) = addr.iter().find_map(|p| match p {
+            Protocol::P2p(peer) => Some(peer),
+            _ => None,
+        }) else {
+            return;
+        };
+        self.explicit.retain(|p| *p != peer);
+        if self.explicit.len() >= self.target {
+            self.explicit.remove(0);
+        }
+        self.explicit.push(peer);
+    }
+
+    /// The connections this node keeps without pruning.
+    pub(crate) fn target(&self) -> usize {
+        self.target
+    }
+
+    /// Whether `peer` was dialled on purpose.
+    pub(crate) fn is_explicit(&self, peer: &PeerId) -> bool {
+        self.explicit.contains(peer)
+    }
+
+    /// Records a first connection to `peer`; returns whether to sync with it now: a peer
+    /// dialled on purpose, or any peer while this node has few ([`FEW_PEERS`]). Other
+    /// connections (most are Kademlia's) do not open a sync: gossip, the periodic sync and
+    /// spreading keep them in step, and a sync per lookup would cost more than the lookup.
+    pub(crate) fn connected(&mut self, peer: PeerId, now: Instant) -> bool {
+        self.connected.insert(
+            peer,
+            Connected {
+                since: now,
+                last_used: now,
+                answering: 0,
+            },
+        );
+        self.is_explicit(&peer) || self.connected.len() <= FEW_PEERS
+    }
+
+    /// Forgets `peer`'s last connection.
+    pub(crate) fn disconnected(&mut self, peer: &PeerId) {
+        self.connected.remove(peer);
+        self.reverse.retain(|(p, _), _| p != peer);
+    }
+
+    /// Records that a sync or an intent used the connection to `peer`.
+    pub(crate) fn used(&mut self, peer: &PeerId, now: Instant) {
+        if let Some(c) = self.connected.get_mut(peer) {
+            c.last_used = now;
+        }
+    }
+
+    /// Records that `peer` sent this node an intent, which it has yet to answer.
+    pub(crate) fn intent_received(&mut self, peer: &PeerId) {
+        if let Some(c) = self.connected.get_mut(peer) {
+            c.answering += 1;
+        }
+    }
+
+    /// Records that this node answered an intent from `peer`.
+    pub(crate) fn intent_answered(&mut self, peer: &PeerId, now: Instant) {
+        if let Some(c) = self.connected.get_mut(peer) {
+            c.answering = c.answering.saturating_sub(1);
+            c.last_used = now;
+        }
+    }
+
+    /// Whether to reconcile table `table` back with `peer`, whose opening differed from this
+    /// node's records; at most once per [`REVERSE_SYNC_EVERY`] per (peer, table).
+    pub(crate) fn may_reverse(&mut self, peer: PeerId, table: SyncTable, now: Instant) -> bool {
+        match self.reverse.get(&(peer, table)) {
+            Some(at) if now.saturating_duration_since(*at) < REVERSE_SYNC_EVERY => false,
+            _ => {
+                self.reverse.insert((peer, table), now);
+                true
+            }
+        }
+    }
+
+    /// The connections to close so that at most `target` remain, least recently used
+    /// first. `needed` tells which peers the node needs for other reasons (its gossip mesh,
+    /// a sync in progress); those are kept, as are peers dialled on purpose, young
+    /// connections, recently used ones and those with an intent to answer. So the node may stay
+    /// above `target` while everything it holds is needed.
+    pub(crate) fn to_prune(&self, now: Instant, needed: impl Fn(&PeerId) -> bool) -> Vec<PeerId> {
+        let excess = self.connected.len().saturating_sub(self.target);
+        if excess == 0 {
+            return Vec::new();
+        }
+        let mut idle: Vec<(Instant, PeerId)> = self
+            .connected
+            .iter()
+            .filter(|(peer, c)| {
+                now.saturating_duration_since(c.since) >= YOUNG
+                    && now.saturating_duration_since(c.last_used) >= RECENT_USE
+                    && c.answering == 0
+                    && !self.is_explicit(peer)
+                    && !needed(peer)
+            })
+            .map(|(peer, c)| (c.last_used, *peer))
+            .collect();
+        idle.sort_unstable();
+        idle.into_iter().take(excess).map(|(_, p)| p).collect()
+    }
+
+    /// Connected peers as this node counts them.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.connected.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peers(n: usize) -> Vec<PeerId> {
+        (0..n).map(|_| PeerId::random()).collect()
+    }
+
+    #[test]
+    fn only_idle_unneeded_connections_beyond_the_target_are_pruned() {
+        let t0 = Instant::now();
+        let mut p = Peers::new(3);
+        let ids = peers(8);
+        let dialled: Multiaddr = format!("/ip4/127.0.0.1/tcp/1/p2p/{}", ids[0])
+            .parse()
+            .expect("address");
+        p.dialling(&dialled);
+        for (i, id) in ids.iter().enumerate() {
+            // ids[0] and ids[1] sync (dialled, and while the node had few peers), ids[2]
+            // too (the third), the rest do not.
+            let sync = p.connected(*id, t0 + Duration::from_millis(i as u64));
+            assert_eq!(sync, i < FEW_PEERS, "peer {i}");
+        }
+        assert_eq!(p.len(), 8);
+        // All young: nothing goes.
+        assert!(
+            p.to_prune(t0 + Duration::from_secs(1), |_| false)
+                .is_empty()
+        );
+        let later = t0 + RECENT_USE + Duration::from_secs(1);
+        p.used(&ids[3], later + Duration::from_millis(1));
+        p.intent_received(&ids[4]);
+        let mesh = ids[5];
+        let pruned = p.to_prune(later, |peer| *peer == mesh);
+        // 8 connected, target 3: five should go, but ids[0] was dialled, ids[3] was just
+        // used, ids[4] has an intent to answer and ids[5] is in the mesh, so only the four others can go,
+        // oldest use first.
+        assert_eq!(pruned, vec![ids[1], ids[2], ids[6], ids[7]]);
+        for peer in &pruned {
+            p.disconnected(peer);
+        }
+        // Still above the target with only needed peers: nothing more goes.
+        assert!(p.to_prune(later, |peer| *peer == mesh).is_empty());
+        // Once answered, and idle again, the intent's peer can go.
+        p.intent_answered(&ids[4], later);
+        let idle_again = later + RECENT_USE;
+        assert_eq!(p.to_prune(idle_again, |peer| *peer == mesh), vec![ids[4]]);
+    }
+
+    #[test]
+    fn reconciling_back_is_rate_limited_per_peer_and_table() {
+        let t0 = Instant::now();
+        let mut p = Peers::new(8);
+        let peer = PeerId::random();
+        p.connected(peer, t0);
+        assert!(p.may_reverse(peer, SyncTable::Registry, t0));
+        assert!(!p.may_reverse(peer, SyncTable::Registry, t0 + Duration::from_millis(100)));
+        assert!(p.may_reverse(peer, SyncTable::Pauses, t0 + Duration::from_millis(100)));
+        assert!(p.may_reverse(peer, SyncTable::Registry, t0 + REVERSE_SYNC_EVERY));
+        p.disconnected(&peer);
+        assert!(p.may_reverse(peer, SyncTable::Registry, t0 + REVERSE_SYNC_EVERY));
+    }
+
+    #[test]
+    fn the_peers_dialled_on_purpose_are_bounded() {
+        let mut p = Peers::new(2);
+        let ids = peers(3);
+        for id in &ids {
+            p.dialling(
+                &format!("/ip4/127.0.0.1/tcp/1/p2p/{id}")
+                    .parse()
+                    .expect("address"),
+            );
+        }
+        assert!(!p.is_explicit(&ids[0]));
+        assert!(p.is_explicit(&ids[1]) && p.is_explicit(&ids[2]));
+        // No peer id: nothing to keep.
+        p.dialling(&"/ip4/127.0.0.1/tcp/1".parse().expect("address"));
+        assert!(p.is_explicit(&ids[2]));
+    }
+}
