@@ -119,6 +119,11 @@ pub struct IndexConfig {
     /// On HNSW, a filter that passes at most this many capabilities is served by an exact
     /// scan of those it passes; a broader one by a widened graph search. Default 16,384.
     pub exact_filter_max: usize,
+    /// Whether an upsert or removal that brings the drift to [`REFRESH_DRIFT`] re-embeds the
+    /// stored vectors there and then. Default true. An owner that re-embeds away from the
+    /// index instead ([`CapabilityIndex::refresh_job`], as the node does, so that no
+    /// upsert waits on a refresh) sets it false and watches [`CapabilityIndex::drifted`].
+    pub refresh_inline: bool,
 }
 
 /// The most results asked of the graph for one filtered search before falling back to an
@@ -143,8 +148,50 @@ impl Default for IndexConfig {
             hnsw: HnswConfig::default(),
             depth: 32,
             exact_filter_max: 16_384,
+            refresh_inline: true,
         }
     }
+}
+
+/// A re-embedding of an index's stored vectors, to run away from the index
+/// ([`CapabilityIndex::refresh_job`]).
+pub struct RefreshJob {
+    embedder: Box<dyn Embedder>,
+    texts: Vec<(u32, String)>,
+    changes_at: u64,
+}
+
+impl std::fmt::Debug for RefreshJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RefreshJob")
+            .field("texts", &self.texts.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RefreshJob {
+    /// Embeds every text (a text that fails keeps its old vector, as in a refresh).
+    pub fn run(self) -> Refreshed {
+        let vectors = self
+            .texts
+            .into_iter()
+            .filter_map(|(id, text)| {
+                let vector = self.embedder.embed(&text).ok()?;
+                Some((id, text, vector))
+            })
+            .collect();
+        Refreshed {
+            vectors,
+            changes_at: self.changes_at,
+        }
+    }
+}
+
+/// The vectors a [`RefreshJob`] computed, for [`CapabilityIndex::apply_refresh`].
+#[derive(Debug)]
+pub struct Refreshed {
+    vectors: Vec<(u32, String, Vec<f32>)>,
+    changes_at: u64,
 }
 
 /// Why each result ranks where it does. Every component is in [0, 1].
@@ -274,6 +321,9 @@ pub struct CapabilityIndex {
     free: Vec<u32>,
     /// Capabilities added or removed since the stored vectors were last re-embedded.
     changed_since_refresh: usize,
+    /// Capabilities added or removed since the index was made (a [`RefreshJob`] records
+    /// it, so that what changed while it ran still counts as changed).
+    changes: u64,
     snapshots: Mutex<VecDeque<Snapshot>>,
 }
 
@@ -313,6 +363,7 @@ impl CapabilityIndex {
             entries: Vec::new(),
             live: 0,
             changed_since_refresh: 0,
+            changes: 0,
             by_did: HashMap::new(),
             snapshots: Mutex::new(VecDeque::new()),
         }
@@ -449,6 +500,7 @@ impl CapabilityIndex {
         }
         self.by_did.insert(card.did.clone(), ids);
         self.changed_since_refresh += texts.len();
+        self.changes += texts.len() as u64;
         self.refresh_if_drifted();
         Ok(())
     }
@@ -466,11 +518,62 @@ impl CapabilityIndex {
     /// refresh reach [`REFRESH_DRIFT`] of those held, so that none lags far behind the
     /// statistics (the first cards a node learns are otherwise embedded with almost none).
     fn refresh_if_drifted(&mut self) {
-        if self.refreshable()
-            && self.changed_since_refresh as f64 >= REFRESH_DRIFT * self.live.max(16) as f64
-        {
+        if self.config.refresh_inline && self.drifted() {
             self.refresh_vectors();
         }
+    }
+
+    /// Whether the capabilities changed since the last refresh reach [`REFRESH_DRIFT`] of
+    /// those held, on a refreshable index: what an upsert re-embeds for when
+    /// [`IndexConfig::refresh_inline`] is set.
+    pub fn drifted(&self) -> bool {
+        self.refreshable()
+            && self.changed_since_refresh as f64 >= REFRESH_DRIFT * self.live.max(16) as f64
+    }
+
+    /// What [`CapabilityIndex::refresh`] would do, to run away from the index: the texts,
+    /// and a copy of the embedder with its statistics as they are now. `None` if nothing
+    /// changed since the last refresh, the index is not refreshable, or the embedder cannot
+    /// be copied. Run it ([`RefreshJob::run`]) without holding the index, then hand the
+    /// result to [`CapabilityIndex::apply_refresh`].
+    pub fn refresh_job(&self) -> Option<RefreshJob> {
+        if self.changed_since_refresh == 0 || !self.refreshable() {
+            return None;
+        }
+        let embedder = self.embedder.snapshot()?;
+        let texts = self
+            .entries
+            .iter()
+            .enumerate()
+            .filter_map(|(id, e)| Some((id as u32, e.as_ref()?.text.clone())))
+            .collect();
+        Some(RefreshJob {
+            embedder,
+            texts,
+            changes_at: self.changes,
+        })
+    }
+
+    /// Stores the vectors a [`RefreshJob`] computed, for the capabilities still indexed
+    /// under the same id and text; returns whether it did (not if the index stopped being
+    /// refreshable meanwhile, such as by moving to HNSW, whose build re-embeds anyway).
+    /// Changes made while the job ran still count towards the next refresh.
+    pub fn apply_refresh(&mut self, refreshed: Refreshed) -> bool {
+        if !self.refreshable() || refreshed.changes_at > self.changes {
+            return false;
+        }
+        for (id, text, vector) in refreshed.vectors {
+            let same = self
+                .entries
+                .get(id as usize)
+                .and_then(Option::as_ref)
+                .is_some_and(|e| e.text == text);
+            if same && vector.len() == self.embedder.dim() {
+                let _kept_old_on_error = self.vectors.upsert(id, &vector);
+            }
+        }
+        self.changed_since_refresh = (self.changes - refreshed.changes_at) as usize;
+        true
     }
 
     /// Capabilities added or removed since the stored vectors were last re-embedded, if
@@ -567,6 +670,7 @@ impl CapabilityIndex {
             self.free.push(*id);
         }
         self.changed_since_refresh += ids.len();
+        self.changes += ids.len() as u64;
         ids.len()
     }
 

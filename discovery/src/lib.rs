@@ -55,7 +55,7 @@ pub use http::{HttpEmbedder, HttpEmbedderConfig, MAX_HTTP_BATCH, MAX_HTTP_RESPON
 pub use index::{
     Breakdown, CapabilityIndex, DEFAULT_HNSW_THRESHOLD, Hit, IndexConfig, MAX_PAGE_SIZE,
     MAX_QUERY_LEN, MAX_QUERY_ORGS, MAX_QUERY_TAGS, MAX_REFRESHED, MAX_RESULTS, MAX_SNAPSHOTS, Page,
-    REFRESH_DRIFT, RRF_K, RankWeights, SearchError, SearchQuery, Signals,
+    REFRESH_DRIFT, RRF_K, RankWeights, RefreshJob, Refreshed, SearchError, SearchQuery, Signals,
 };
 #[cfg(feature = "minilm")]
 pub use minilm::{MINILM_BATCH, MINILM_FILES, MINILM_MAX_TOKENS, MinilmEmbedder, MinilmError};

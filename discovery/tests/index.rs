@@ -523,3 +523,59 @@ fn ranking_depends_on_the_cards_held_not_on_the_order_they_arrived() {
         assert_eq!(ranked(&forward, text), ranked(&shuffled, text), "{text}");
     }
 }
+
+#[test]
+fn a_refresh_run_away_from_the_index_matches_one_run_in_place() {
+    let cards: Vec<AgentCard> = (0..200u32)
+        .map(|i| {
+            card(
+                i,
+                &[(
+                    &format!("skill-{i}"),
+                    &format!("translate text {} summarise documents {}", i % 7, i % 11),
+                    &[],
+                )],
+            )
+        })
+        .collect();
+    let mut config = IndexConfig::default();
+    config.refresh_inline = false;
+    let lexical = || Box::new(LexicalEmbedder::new(LexicalConfig::default()));
+    let mut away = CapabilityIndex::with_embedder(lexical(), config);
+    let mut inline = CapabilityIndex::with_embedder(lexical(), IndexConfig::default());
+    for c in &cards {
+        away.upsert(c).expect("indexed");
+        inline.upsert(c).expect("indexed");
+    }
+    // No refresh on drift with refresh_inline off: the drift is there to see.
+    assert!(away.drifted());
+    assert_eq!(away.stale_capabilities(), 200);
+    let job = away.refresh_job().expect("a job");
+    // A card that arrives while the job runs is embedded under newer statistics, and
+    // counts towards the next refresh.
+    let late = card(500, &[("late", "translate speech", &[])]);
+    away.upsert(&late).expect("indexed");
+    inline.upsert(&late).expect("indexed");
+    assert!(away.apply_refresh(job.run()));
+    assert_eq!(away.stale_capabilities(), 1);
+    assert!(!away.drifted());
+    // Once both re-embed with nothing changing meanwhile, they rank exactly alike.
+    let job = away.refresh_job().expect("a job");
+    assert!(away.apply_refresh(job.run()));
+    assert_eq!(away.stale_capabilities(), 0);
+    assert!(away.refresh_job().is_none(), "nothing changed since");
+    inline.refresh();
+    for text in ["translate text 3", "summarise documents", "speech"] {
+        let q = SearchQuery::new(text, 10);
+        let hits = |index: &CapabilityIndex| -> Vec<(Did, f64)> {
+            index
+                .search(&q, &neutral, NOW)
+                .expect("search")
+                .hits
+                .into_iter()
+                .map(|h| (h.did, h.score))
+                .collect()
+        };
+        assert_eq!(hits(&away), hits(&inline), "{text}");
+    }
+}

@@ -74,7 +74,7 @@ pub const MAX_BLOCKED_PER_COMMAND: usize = 4096;
 const PENALTY_HALF_LIFE: Duration = Duration::from_secs(10 * 60);
 
 /// [`NodeConfig::target_peers`] by default.
-pub const DEFAULT_TARGET_PEERS: usize = 32;
+pub const DEFAULT_TARGET_PEERS: usize = 128;
 /// How often the node prunes its connections down to [`NodeConfig::target_peers`].
 const PRUNE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -109,7 +109,7 @@ pub struct NodeConfig {
     /// The most established connections. Default 256.
     pub max_connections: u32,
     /// The connections the node keeps: above this many, it closes the least recently used
-    /// that nothing needs (`specs/sync.md#connections`). Default 32.
+    /// that nothing needs (`specs/sync.md#connections`). Default 128.
     pub target_peers: usize,
     /// A connection with no stream open for this long is closed. Default 60 s.
     pub idle_timeout: Duration,
@@ -291,7 +291,11 @@ impl NodeBuilder {
         let peer_id = keypair.peer_id();
 
         // The registry comes back from the store: a restarted node keeps what it knew.
-        let mut index = CapabilityIndex::with_embedder(embedder(&config), IndexConfig::default());
+        // Refreshes run on a blocking thread (`refresh_when_due`), never inside an upsert on
+        // the swarm task.
+        let mut index_config = IndexConfig::default();
+        index_config.refresh_inline = false;
+        let mut index = CapabilityIndex::with_embedder(embedder(&config), index_config);
         let mut hosted = Vec::new();
         let mut lower = Vec::new();
         loop {
@@ -670,6 +674,10 @@ struct Fetches {
     restarts: HashMap<(PeerId, SyncTable), u32>,
     /// Tables that learnt records by sync since the last spread ([`SPREAD_INTERVAL`]).
     fresh: HashSet<SyncTable>,
+    /// Every key queued or in flight, from any peer: a key that several peers offer at
+    /// once (a joiner's or a healed node's syncs overlap) is fetched from one of them, not
+    /// verified and applied once per peer.
+    wanted: HashSet<(SyncTable, Vec<u8>)>,
 }
 
 /// How often a node that learnt records by sync reconciles that table with its other
@@ -704,15 +712,34 @@ const MAX_RESTARTS: u32 = 64;
 
 impl Fetches {
     /// Queues `keys` to fetch from `peer`, in requests an answer can hold in full.
+    /// Keys already wanted from another peer are skipped.
     fn queue(&mut self, peer: PeerId, table: SyncTable, keys: Vec<Vec<u8>>) {
+        let keys: Vec<Vec<u8>> = keys
+            .into_iter()
+            .filter(|k| !self.wanted.contains(&(table, k.clone())))
+            .collect();
         let queue = self.queued.entry(peer).or_default();
         for chunk in keys.chunks(MAX_SYNC_RECORDS) {
             if queue.len() >= FETCH_QUEUE {
                 // The rest waits for the next sync round.
                 break;
             }
+            self.wanted.extend(chunk.iter().map(|k| (table, k.clone())));
             queue.push_back((table, chunk.to_vec()));
         }
+    }
+
+    /// Takes the fetch `id` out of flight: its keys are no longer wanted from anyone (those
+    /// still missing are queued again, or found by the next sync round).
+    fn settle(
+        &mut self,
+        id: &request_response::OutboundRequestId,
+    ) -> Option<(PeerId, SyncTable, Vec<Vec<u8>>)> {
+        let fetched = self.in_flight.remove(id)?;
+        for key in &fetched.2 {
+            self.wanted.remove(&(fetched.1, key.clone()));
+        }
+        Some(fetched)
     }
 
     /// Sends queued fetches to `peer` while fewer than [`FETCHES_IN_FLIGHT`] are out.
@@ -738,8 +765,20 @@ impl Fetches {
     }
 
     fn forget(&mut self, peer: PeerId) {
-        self.queued.remove(&peer);
-        self.in_flight.retain(|_, (p, ..)| *p != peer);
+        let wanted = &mut self.wanted;
+        for (table, keys) in self.queued.remove(&peer).into_iter().flatten() {
+            for key in keys {
+                wanted.remove(&(table, key));
+            }
+        }
+        self.in_flight.retain(|_, (p, table, keys)| {
+            if *p == peer {
+                for key in keys.iter() {
+                    wanted.remove(&(*table, key.clone()));
+                }
+            }
+            *p != peer
+        });
         self.overflowed.retain(|(p, _)| *p != peer);
         self.restarts.retain(|(p, _), _| *p != peer);
     }
@@ -789,6 +828,15 @@ fn prune(
         tracing::debug!(%peer, "closing a connection nothing needs");
         let _ = swarm.disconnect_peer_id(peer);
     }
+}
+
+/// The peers this node is reconciling some table with.
+fn syncing_peers(pending: &Pending) -> usize {
+    pending
+        .keys()
+        .map(|(peer, _)| peer)
+        .collect::<HashSet<_>>()
+        .len()
 }
 
 /// Opens a sync of every replicated table with `peer`.
@@ -843,7 +891,7 @@ fn on_sync(
             request_id,
             response,
         } => {
-            let fetched = fetches.in_flight.remove(&request_id);
+            let fetched = fetches.settle(&request_id);
             match SyncResponse::from_bytes(&response) {
                 Ok(SyncResponse::Reconcile { table, ranges }) => {
                     match crate::sync::plan(shared.store.as_ref(), table, &ranges) {
@@ -1147,7 +1195,7 @@ async fn run(
             }
             _ = flushes.tick() => {
                 flush(&shared);
-                refresh_when_quiet(&shared, &mut quiet);
+                refresh_when_due(&shared, &mut quiet);
                 swap_in_finished_graph(&shared);
             }
             _ = spreads.tick(), if !fetches.fresh.is_empty() => {
@@ -1186,7 +1234,9 @@ async fn run(
                 SwarmEvent::ConnectionEstablished { peer_id, num_established, .. } => {
                     if shared.penalties_banned(&peer_id) {
                         let _ = swarm.disconnect_peer_id(peer_id);
-                    } else if num_established.get() == 1 && peers.connected(peer_id, Instant::now()) {
+                    } else if num_established.get() == 1
+                        && peers.connected(peer_id, Instant::now(), syncing_peers(&pending))
+                    {
                         start_sync(&mut swarm, &shared, peer_id);
                     }
                 }
@@ -1239,7 +1289,7 @@ async fn run(
                     peer, request_id, error, ..
                 })) => {
                     // A fetch that failed is retried by the next sync round.
-                    if fetches.in_flight.remove(&request_id).is_some() {
+                    if fetches.settle(&request_id).is_some() {
                         tracing::debug!(%peer, %error, "a sync fetch failed");
                     }
                     fetches.pump(&mut swarm, peer);
@@ -1381,46 +1431,71 @@ fn flush(shared: &Shared) {
 }
 
 /// A registry quiet for one flush interval is refreshed if at least this share of its
-/// capabilities changed since the last refresh; fewer changes wait for [`QUIET_LONG`].
+/// capabilities changed since the last refresh; fewer changes wait for [`QUIET_LONG`]. A
+/// registry that drifted ([`CapabilityIndex::drifted`]) is refreshed without waiting.
 const REFRESH_SHARE: f64 = 0.01;
 /// Flush intervals of quiet after which any change is refreshed.
 const QUIET_LONG: u32 = 5;
 
-/// How long the registry has been quiet, as [`refresh_when_quiet`] tracks it.
+/// How long the registry has been quiet, as [`refresh_when_due`] tracks it, and whether a
+/// refresh is running.
 #[derive(Debug, Default)]
 struct Quiet {
     /// Stale capabilities at the last flush.
     stale: usize,
     /// Flush intervals since that number last changed.
     intervals: u32,
+    /// Set while a refresh runs on a blocking thread: one at a time.
+    running: Arc<std::sync::atomic::AtomicBool>,
 }
 
-/// Re-embeds the index's stored vectors ([`CapabilityIndex::refresh`]) on a blocking
-/// thread once the registry has been quiet, so that nodes that hold the same cards rank
-/// them alike whatever order they learnt them in: after one flush interval if at least
-/// [`REFRESH_SHARE`] of the capabilities changed, else after [`QUIET_LONG`]. A refresh
-/// re-embeds every capability (50 ms for 1,000 here), and a card arriving now and then
-/// would otherwise cost one each.
-fn refresh_when_quiet(shared: &Arc<Shared>, quiet: &mut Quiet) {
-    let (stale, held) = {
-        let index = crate::shared::read(&shared.index);
-        (index.stale_capabilities(), index.len())
-    };
-    if stale == 0 || stale != quiet.stale {
-        *quiet = Quiet {
-            stale,
-            intervals: 0,
-        };
+/// Re-embeds the index's stored vectors on a blocking thread, away from the index lock
+/// ([`CapabilityIndex::refresh_job`]), so that nodes that hold the same cards rank them
+/// alike whatever order they learnt them in. It runs once the registry drifted, or once it
+/// has been quiet: after one flush interval if at least [`REFRESH_SHARE`] of the
+/// capabilities changed, else after [`QUIET_LONG`]. A refresh re-embeds every capability
+/// (50 ms for 1,000 here): done inside the upsert that drifted, it held up the swarm task,
+/// and a card arriving now and then would otherwise cost one each.
+fn refresh_when_due(shared: &Arc<Shared>, quiet: &mut Quiet) {
+    use std::sync::atomic::Ordering;
+    if quiet.running.load(Ordering::Acquire) {
         return;
     }
-    quiet.intervals += 1;
-    if stale as f64 >= REFRESH_SHARE * held as f64 || quiet.intervals >= QUIET_LONG {
-        let shared = Arc::clone(shared);
-        drop(tokio::task::spawn_blocking(move || {
-            crate::shared::write(&shared.index).refresh()
-        }));
-        *quiet = Quiet::default();
+    let (stale, held, drifted) = {
+        let index = crate::shared::read(&shared.index);
+        (index.stale_capabilities(), index.len(), index.drifted())
+    };
+    let due = if stale == 0 || stale != quiet.stale {
+        quiet.stale = stale;
+        quiet.intervals = 0;
+        drifted
+    } else {
+        quiet.intervals += 1;
+        drifted || stale as f64 >= REFRESH_SHARE * held as f64 || quiet.intervals >= QUIET_LONG
+    };
+    if !due {
+        return;
     }
+    let Some(job) = crate::shared::read(&shared.index).refresh_job() else {
+        return;
+    };
+    quiet.stale = 0;
+    quiet.intervals = 0;
+    quiet.running.store(true, Ordering::Release);
+    /// Clears the running flag however the refresh ends.
+    struct Done(Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for Done {
+        fn drop(&mut self) {
+            self.0.store(false, Ordering::Release);
+        }
+    }
+    let done = Done(Arc::clone(&quiet.running));
+    let shared = Arc::clone(shared);
+    drop(tokio::task::spawn_blocking(move || {
+        let _done = done;
+        let refreshed = job.run();
+        crate::shared::write(&shared.index).apply_refresh(refreshed);
+    }));
 }
 
 /// Swaps in the index's HNSW graph once its background build has finished
@@ -1472,5 +1547,43 @@ impl Loss {
 impl Shared {
     fn penalties_banned(&self, peer: &PeerId) -> bool {
         lock(&self.penalties).is_banned(peer, Timestamp::now())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(q: &Fetches, peer: &PeerId) -> Vec<Vec<u8>> {
+        q.queued
+            .get(peer)
+            .into_iter()
+            .flatten()
+            .flat_map(|(_, keys)| keys.clone())
+            .collect()
+    }
+
+    #[test]
+    fn a_key_two_peers_offer_is_fetched_from_one() {
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let key = |n: u8| vec![n];
+        let mut fetches = Fetches::default();
+        fetches.queue(a, SyncTable::Registry, vec![key(1), key(2)]);
+        fetches.queue(b, SyncTable::Registry, vec![key(2), key(3)]);
+        assert_eq!(keys(&fetches, &a), vec![key(1), key(2)]);
+        assert_eq!(
+            keys(&fetches, &b),
+            vec![key(3)],
+            "key 2 is wanted from a already"
+        );
+        // The same key in another table is another record.
+        fetches.queue(b, SyncTable::Pauses, vec![key(1)]);
+        assert_eq!(keys(&fetches, &b), vec![key(3), key(1)]);
+        // Once a is gone, what it was to bring can come from b.
+        fetches.forget(a);
+        fetches.queue(b, SyncTable::Registry, vec![key(1), key(2)]);
+        assert_eq!(keys(&fetches, &b), vec![key(3), key(1), key(1), key(2)]);
+        fetches.forget(b);
+        assert!(fetches.wanted.is_empty());
     }
 }

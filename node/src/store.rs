@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use agentnet_protocol::{SYNC_HASH_LEN, SyncTable};
+use agentnet_protocol::{SYNC_HASH_LEN, SyncItem, SyncTable};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use zeroize::Zeroizing;
 
@@ -124,6 +124,28 @@ pub trait Store: Send + Sync + 'static {
         upper: &[u8],
         limit: usize,
     ) -> Result<Vec<StoredRecord>, StoreError>;
+
+    /// What sync compares of the records with `lower <= key < upper`: key, version and
+    /// hash, without the envelopes, in key order, at most `limit`. Sync scans whole ranges
+    /// on every round, and copying each envelope out only to drop it cost more than the
+    /// scan.
+    fn items(
+        &self,
+        table: SyncTable,
+        lower: &[u8],
+        upper: &[u8],
+        limit: usize,
+    ) -> Result<Vec<SyncItem>, StoreError> {
+        Ok(self
+            .records(table, lower, upper, limit)?
+            .into_iter()
+            .map(|r| SyncItem {
+                key: r.key,
+                version: r.version,
+                hash: r.hash,
+            })
+            .collect())
+    }
 
     /// How many records `table` holds.
     fn count(&self, table: SyncTable) -> Result<u64, StoreError>;
@@ -396,6 +418,39 @@ impl Store for RedbStore {
         for item in range.take(limit) {
             let (k, v) = item.map_err(|e| self.err(e))?;
             out.push(to_record(k.value(), v.value()));
+        }
+        Ok(out)
+    }
+
+    fn items(
+        &self,
+        table: SyncTable,
+        lower: &[u8],
+        upper: &[u8],
+        limit: usize,
+    ) -> Result<Vec<SyncItem>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = txn
+            .open_table(record_table(table)?)
+            .map_err(|e| self.err(e))?;
+        let range = if upper.is_empty() {
+            t.range::<&[u8]>(lower..)
+        } else {
+            t.range::<&[u8]>(lower..upper)
+        }
+        .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for item in range.take(limit) {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            let (version, hash_bytes, _) = v.value();
+            let mut hash = [0u8; SYNC_HASH_LEN];
+            let n = hash_bytes.len().min(SYNC_HASH_LEN);
+            hash[..n].copy_from_slice(&hash_bytes[..n]);
+            out.push(SyncItem {
+                key: k.value().to_vec(),
+                version,
+                hash,
+            });
         }
         Ok(out)
     }

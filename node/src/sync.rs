@@ -10,7 +10,7 @@ use agentnet_protocol::{
 };
 use sha2::{Digest, Sha256};
 
-use crate::store::{Store, StoreError, StoredRecord};
+use crate::store::{Store, StoreError};
 
 /// A range with at most this many records is described by its items, not a fingerprint.
 pub(crate) const ITEM_THRESHOLD: usize = 32;
@@ -22,17 +22,9 @@ pub(crate) const REQUEST_RANGES: usize = MAX_SYNC_RANGES / SPLIT;
 /// The most records one range scan reads while answering.
 const MAX_SCAN: usize = 1 << 20;
 
-fn item_of(r: &StoredRecord) -> SyncItem {
-    SyncItem {
-        key: r.key.clone(),
-        version: r.version,
-        hash: r.hash,
-    }
-}
-
 /// The fingerprint of a set of records: the wrapping sum of a hash of each (key, version,
 /// hash), and the count. Order does not matter, so both sides compute it the same way.
-pub(crate) fn fingerprint(records: &[StoredRecord]) -> ([u8; SYNC_HASH_LEN], u64) {
+pub(crate) fn fingerprint(records: &[SyncItem]) -> ([u8; SYNC_HASH_LEN], u64) {
     let mut sum = 0u128;
     for r in records {
         let mut h = Sha256::new();
@@ -48,14 +40,14 @@ pub(crate) fn fingerprint(records: &[StoredRecord]) -> ([u8; SYNC_HASH_LEN], u64
     (sum.to_be_bytes(), records.len() as u64)
 }
 
-fn summary(records: &[StoredRecord]) -> RangeSummary {
+fn summary(records: &[SyncItem]) -> RangeSummary {
     let (hash, count) = fingerprint(records);
     RangeSummary::Fingerprint { hash, count }
 }
 
 /// The whole key space with this store's fingerprint: the first request of a sync.
 pub(crate) fn opening(store: &dyn Store, table: SyncTable) -> Result<SyncRequest, StoreError> {
-    let all = store.records(table, &[], &[], MAX_SCAN)?;
+    let all = store.items(table, &[], &[], MAX_SCAN)?;
     Ok(SyncRequest::Reconcile {
         table,
         ranges: vec![SyncRange {
@@ -81,17 +73,17 @@ pub(crate) fn opened(request: &SyncRequest) -> Option<SyncTable> {
 
 /// Describes `records` (all of `[lower, upper)`): their items if few, else sub-ranges with
 /// fingerprints.
-fn describe(records: &[StoredRecord], lower: &[u8], upper: &[u8], out: &mut Vec<SyncRange>) {
+fn describe(records: &[SyncItem], lower: &[u8], upper: &[u8], out: &mut Vec<SyncRange>) {
     if records.len() <= ITEM_THRESHOLD {
         out.push(SyncRange {
             lower: lower.to_vec(),
             upper: upper.to_vec(),
-            summary: RangeSummary::Items(records.iter().map(item_of).collect()),
+            summary: RangeSummary::Items(records.to_vec()),
         });
         return;
     }
     let chunk = records.len().div_ceil(SPLIT);
-    let chunks: Vec<&[StoredRecord]> = records.chunks(chunk).collect();
+    let chunks: Vec<&[SyncItem]> = records.chunks(chunk).collect();
     for (i, part) in chunks.iter().enumerate() {
         let sub_lower = if i == 0 {
             lower.to_vec()
@@ -116,15 +108,12 @@ pub(crate) fn respond(store: &dyn Store, request: SyncRequest) -> Result<SyncRes
         SyncRequest::Reconcile { table, ranges } => {
             let mut out = Vec::new();
             for range in ranges {
-                let mine = store.records(table, &range.lower, &range.upper, MAX_SCAN)?;
+                let mine = store.items(table, &range.lower, &range.upper, MAX_SCAN)?;
                 let same = match &range.summary {
                     RangeSummary::Fingerprint { hash, count } => {
                         fingerprint(&mine) == (*hash, *count)
                     }
-                    RangeSummary::Items(theirs) => {
-                        theirs.len() == mine.len()
-                            && theirs.iter().zip(&mine).all(|(t, m)| *t == item_of(m))
-                    }
+                    RangeSummary::Items(theirs) => *theirs == mine,
                 };
                 if !same {
                     describe(&mine, &range.lower, &range.upper, &mut out);
@@ -173,7 +162,7 @@ pub(crate) fn plan(
     let mut next = Vec::new();
     let mut fetch = Vec::new();
     for range in ranges {
-        let mine = store.records(table, &range.lower, &range.upper, MAX_SCAN)?;
+        let mine = store.items(table, &range.lower, &range.upper, MAX_SCAN)?;
         match &range.summary {
             RangeSummary::Items(theirs) => {
                 for item in theirs {
@@ -225,7 +214,7 @@ pub(crate) fn take_disjoint(queue: &mut std::collections::VecDeque<SyncRange>) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::RedbStore;
+    use crate::store::{RedbStore, StoredRecord};
 
     fn rec(key: &str, version: u64) -> StoredRecord {
         StoredRecord {

@@ -130,6 +130,9 @@ struct Options {
     /// Sequential intents (intent-rtt).
     #[arg(long, default_value_t = 500)]
     intents: usize,
+    /// Connections each node keeps before pruning (`NodeConfig::target_peers`).
+    #[arg(long, default_value_t = agentnet_node::DEFAULT_TARGET_PEERS)]
+    target_peers: usize,
 }
 
 /// A TOML value that may be one item or a list of them.
@@ -270,9 +273,13 @@ async fn spawn(o: &Options, nodes: usize) -> Result<Testnet> {
         .topology(topology)
         .seed(o.seed)
         .gossip_loss(o.gossip_loss)
-        .configure(|_, c| {
-            c.intents.per_minute = INTENT_LIMIT;
-            c.intents.burst = INTENT_LIMIT;
+        .configure({
+            let target_peers = o.target_peers.max(1);
+            move |_, c| {
+                c.intents.per_minute = INTENT_LIMIT;
+                c.intents.burst = INTENT_LIMIT;
+                c.target_peers = target_peers;
+            }
         });
     if o.latency_ms > 0 {
         builder = builder.latency(Duration::from_millis(o.latency_ms));
