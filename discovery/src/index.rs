@@ -540,18 +540,20 @@ impl CapabilityIndex {
         if self.changed_since_refresh == 0 || !self.refreshable() {
             return None;
         }
-        let embedder = self.embedder.snapshot()?;
-        let texts = self
-            .entries
+        Some(RefreshJob {
+            embedder: self.embedder.snapshot()?,
+            texts: self.texts(),
+            changes_at: self.changes,
+        })
+    }
+
+    /// Every indexed capability's text, by id.
+    fn texts(&self) -> Vec<(u32, String)> {
+        self.entries
             .iter()
             .enumerate()
             .filter_map(|(id, e)| Some((id as u32, e.as_ref()?.text.clone())))
-            .collect();
-        Some(RefreshJob {
-            embedder,
-            texts,
-            changes_at: self.changes,
-        })
+            .collect()
     }
 
     /// Stores the vectors a [`RefreshJob`] computed, for the capabilities still indexed
@@ -612,12 +614,7 @@ impl CapabilityIndex {
                 self.vectors.start_build(None);
                 return;
             };
-            let texts: Vec<(u32, String)> = self
-                .entries
-                .iter()
-                .enumerate()
-                .filter_map(|(id, e)| Some((id as u32, e.as_ref()?.text.clone())))
-                .collect();
+            let texts = self.texts();
             // Indexed texts embed (that was checked when they were indexed); one that fails
             // anyway keeps the vector it has, as in a refresh.
             let source: Source = Box::new(

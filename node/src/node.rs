@@ -677,7 +677,7 @@ struct Fetches {
     /// Every key queued or in flight, from any peer: a key that several peers offer at
     /// once (a joiner's or a healed node's syncs overlap) is fetched from one of them, not
     /// verified and applied once per peer.
-    wanted: HashSet<(SyncTable, Vec<u8>)>,
+    wanted: HashMap<SyncTable, HashSet<Vec<u8>>>,
 }
 
 /// How often a node that learnt records by sync reconciles that table with its other
@@ -716,7 +716,7 @@ impl Fetches {
     fn queue(&mut self, peer: PeerId, table: SyncTable, keys: Vec<Vec<u8>>) {
         let keys: Vec<Vec<u8>> = keys
             .into_iter()
-            .filter(|k| !self.wanted.contains(&(table, k.clone())))
+            .filter(|k| !self.wanted.get(&table).is_some_and(|w| w.contains(k)))
             .collect();
         let queue = self.queued.entry(peer).or_default();
         for chunk in keys.chunks(MAX_SYNC_RECORDS) {
@@ -724,7 +724,10 @@ impl Fetches {
                 // The rest waits for the next sync round.
                 break;
             }
-            self.wanted.extend(chunk.iter().map(|k| (table, k.clone())));
+            self.wanted
+                .entry(table)
+                .or_default()
+                .extend(chunk.iter().cloned());
             queue.push_back((table, chunk.to_vec()));
         }
     }
@@ -736,9 +739,7 @@ impl Fetches {
         id: &request_response::OutboundRequestId,
     ) -> Option<(PeerId, SyncTable, Vec<Vec<u8>>)> {
         let fetched = self.in_flight.remove(id)?;
-        for key in &fetched.2 {
-            self.wanted.remove(&(fetched.1, key.clone()));
-        }
+        unwant(&mut self.wanted, fetched.1, &fetched.2);
         Some(fetched)
     }
 
@@ -767,20 +768,28 @@ impl Fetches {
     fn forget(&mut self, peer: PeerId) {
         let wanted = &mut self.wanted;
         for (table, keys) in self.queued.remove(&peer).into_iter().flatten() {
-            for key in keys {
-                wanted.remove(&(table, key));
-            }
+            unwant(wanted, table, &keys);
         }
         self.in_flight.retain(|_, (p, table, keys)| {
             if *p == peer {
-                for key in keys.iter() {
-                    wanted.remove(&(*table, key.clone()));
-                }
+                unwant(wanted, *table, keys);
             }
             *p != peer
         });
         self.overflowed.retain(|(p, _)| *p != peer);
         self.restarts.retain(|(p, _), _| *p != peer);
+    }
+}
+
+/// Marks `keys` of `table` as no longer wanted from any peer ([`Fetches::wanted`]).
+fn unwant(wanted: &mut HashMap<SyncTable, HashSet<Vec<u8>>>, table: SyncTable, keys: &[Vec<u8>]) {
+    if let Some(w) = wanted.get_mut(&table) {
+        for key in keys {
+            w.remove(key);
+        }
+        if w.is_empty() {
+            wanted.remove(&table);
+        }
     }
 }
 
@@ -1461,22 +1470,25 @@ fn refresh_when_due(shared: &Arc<Shared>, quiet: &mut Quiet) {
     if quiet.running.load(Ordering::Acquire) {
         return;
     }
-    let (stale, held, drifted) = {
+    let job = {
         let index = crate::shared::read(&shared.index);
-        (index.stale_capabilities(), index.len(), index.drifted())
+        let stale = index.stale_capabilities();
+        let due = if stale == 0 || stale != quiet.stale {
+            quiet.stale = stale;
+            quiet.intervals = 0;
+            index.drifted()
+        } else {
+            quiet.intervals += 1;
+            index.drifted()
+                || stale as f64 >= REFRESH_SHARE * index.len() as f64
+                || quiet.intervals >= QUIET_LONG
+        };
+        if !due {
+            return;
+        }
+        index.refresh_job()
     };
-    let due = if stale == 0 || stale != quiet.stale {
-        quiet.stale = stale;
-        quiet.intervals = 0;
-        drifted
-    } else {
-        quiet.intervals += 1;
-        drifted || stale as f64 >= REFRESH_SHARE * held as f64 || quiet.intervals >= QUIET_LONG
-    };
-    if !due {
-        return;
-    }
-    let Some(job) = crate::shared::read(&shared.index).refresh_job() else {
+    let Some(job) = job else {
         return;
     };
     quiet.stale = 0;

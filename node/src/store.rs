@@ -342,15 +342,57 @@ fn database_error(path: &Path, e: impl Into<redb::Error>) -> StoreError {
     }
 }
 
-fn to_record(key: &[u8], value: (u64, &[u8], &[u8])) -> StoredRecord {
+fn hash_of(stored: &[u8]) -> [u8; SYNC_HASH_LEN] {
     let mut hash = [0u8; SYNC_HASH_LEN];
-    let n = value.1.len().min(SYNC_HASH_LEN);
-    hash[..n].copy_from_slice(&value.1[..n]);
+    let n = stored.len().min(SYNC_HASH_LEN);
+    hash[..n].copy_from_slice(&stored[..n]);
+    hash
+}
+
+fn to_record(key: &[u8], value: (u64, &[u8], &[u8])) -> StoredRecord {
     StoredRecord {
         key: key.to_vec(),
         version: value.0,
-        hash,
+        hash: hash_of(value.1),
         envelope: value.2.to_vec(),
+    }
+}
+
+fn to_item(key: &[u8], value: (u64, &[u8], &[u8])) -> SyncItem {
+    SyncItem {
+        key: key.to_vec(),
+        version: value.0,
+        hash: hash_of(value.1),
+    }
+}
+
+impl RedbStore {
+    /// Maps the records with `lower <= key < upper` (an empty `upper` means no bound), in
+    /// key order, at most `limit`.
+    fn scan<T>(
+        &self,
+        table: SyncTable,
+        lower: &[u8],
+        upper: &[u8],
+        limit: usize,
+        map: impl Fn(&[u8], (u64, &[u8], &[u8])) -> T,
+    ) -> Result<Vec<T>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = txn
+            .open_table(record_table(table)?)
+            .map_err(|e| self.err(e))?;
+        let range = if upper.is_empty() {
+            t.range::<&[u8]>(lower..)
+        } else {
+            t.range::<&[u8]>(lower..upper)
+        }
+        .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for item in range.take(limit) {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            out.push(map(k.value(), v.value()));
+        }
+        Ok(out)
     }
 }
 
@@ -404,22 +446,7 @@ impl Store for RedbStore {
         upper: &[u8],
         limit: usize,
     ) -> Result<Vec<StoredRecord>, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
-        let t = txn
-            .open_table(record_table(table)?)
-            .map_err(|e| self.err(e))?;
-        let range = if upper.is_empty() {
-            t.range::<&[u8]>(lower..)
-        } else {
-            t.range::<&[u8]>(lower..upper)
-        }
-        .map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for item in range.take(limit) {
-            let (k, v) = item.map_err(|e| self.err(e))?;
-            out.push(to_record(k.value(), v.value()));
-        }
-        Ok(out)
+        self.scan(table, lower, upper, limit, to_record)
     }
 
     fn items(
@@ -429,30 +456,7 @@ impl Store for RedbStore {
         upper: &[u8],
         limit: usize,
     ) -> Result<Vec<SyncItem>, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
-        let t = txn
-            .open_table(record_table(table)?)
-            .map_err(|e| self.err(e))?;
-        let range = if upper.is_empty() {
-            t.range::<&[u8]>(lower..)
-        } else {
-            t.range::<&[u8]>(lower..upper)
-        }
-        .map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for item in range.take(limit) {
-            let (k, v) = item.map_err(|e| self.err(e))?;
-            let (version, hash_bytes, _) = v.value();
-            let mut hash = [0u8; SYNC_HASH_LEN];
-            let n = hash_bytes.len().min(SYNC_HASH_LEN);
-            hash[..n].copy_from_slice(&hash_bytes[..n]);
-            out.push(SyncItem {
-                key: k.value().to_vec(),
-                version,
-                hash,
-            });
-        }
-        Ok(out)
+        self.scan(table, lower, upper, limit, to_item)
     }
 
     fn count(&self, table: SyncTable) -> Result<u64, StoreError> {
