@@ -194,7 +194,9 @@ pub fn router(node: NodeHandle, token: Option<String>) -> Router {
         .route("/v1/intents", post(send_intent))
         .route("/v1/intents/{id}/result", post(post_result))
         .route("/v1/trust/{did}", get(trust))
-        .route("/v1/peers", get(peers))
+        .route("/v1/peers", get(peers).post(dial))
+        .route("/v1/peers/block", post(block))
+        .route("/v1/peers/unblock", post(unblock))
         .route("/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .fallback(not_found)
@@ -415,6 +417,11 @@ pub struct StatusBody {
     pub capabilities: usize,
     /// The embedder's id.
     pub embedder: String,
+    /// Indexed capabilities whose vectors were embedded with older corpus statistics
+    /// (they are re-embedded in the background).
+    pub stale_capabilities: usize,
+    /// Connected peers subscribed to the registry topic.
+    pub registry_peers: usize,
 }
 
 #[utoipa::path(get, path = "/v1/status", responses((status = 200, body = StatusBody)))]
@@ -431,6 +438,8 @@ async fn status(State(node): State<NodeHandle>) -> Result<Json<StatusBody>, ApiE
         agents: node.agents().len(),
         capabilities: node.capabilities(),
         embedder: node.embedder(),
+        stale_capabilities: node.stale_capabilities(),
+        registry_peers: node.registry_peers().await?,
     }))
 }
 
@@ -457,7 +466,7 @@ pub struct CapabilityBody {
 }
 
 /// `POST /v1/agents`: a new agent, or a card its agent signed (`card`, hex).
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterBody {
     /// Display name.
@@ -574,6 +583,8 @@ async fn list_agents(State(node): State<NodeHandle>) -> Json<AgentsBody> {
 pub struct CardBody {
     /// The agent.
     pub did: String,
+    /// Whether its capabilities are in this node's search index (searchable here).
+    pub indexed: bool,
     /// Display name.
     pub name: String,
     /// What it is.
@@ -600,6 +611,7 @@ fn card_body(node: &NodeHandle, card: AgentCard) -> CardBody {
     CardBody {
         hosted_here: card.host == node.peer_id(),
         paused: node.is_paused(&card.did),
+        indexed: node.is_indexed(&card.did),
         did: card.did.to_string(),
         name: card.name,
         description: card.description,
@@ -1093,6 +1105,87 @@ async fn peers(State(node): State<NodeHandle>) -> Result<Json<PeersBody>, ApiErr
     }))
 }
 
+/// `POST /v1/peers`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DialBody {
+    /// The peer's multiaddr, ending in `/p2p/<PeerId>`.
+    pub addr: String,
+}
+
+#[utoipa::path(post, path = "/v1/peers", request_body = DialBody,
+    responses((status = 202, description = "the dial started"), (status = 400, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
+async fn dial(
+    State(node): State<NodeHandle>,
+    body: Result<Json<DialBody>, JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let body = json_body(body)?;
+    let addr: libp2p::Multiaddr = body
+        .addr
+        .parse()
+        .map_err(|e| ApiError::bad_request(format!("addr `{}`: {e}", body.addr)))?;
+    if !addr
+        .iter()
+        .any(|p| matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
+    {
+        return Err(ApiError::bad_request(format!(
+            "addr `{addr}` must end in /p2p/<PeerId>"
+        )));
+    }
+    match node.dial(addr).await {
+        Ok(()) => Ok(StatusCode::ACCEPTED),
+        // Refused at once: the peer is blocked, is this node, or the address is unusable.
+        Err(NodeError::Network(m)) => Err(ApiError::new(StatusCode::CONFLICT, "dial_refused", m)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `POST /v1/peers/block` and `/v1/peers/unblock`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BlockBody {
+    /// PeerIds, at most [`crate::MAX_BLOCKED_PER_COMMAND`].
+    pub peers: Vec<String>,
+}
+
+fn peer_ids(body: BlockBody) -> Result<Vec<libp2p::PeerId>, ApiError> {
+    if body.peers.len() > crate::MAX_BLOCKED_PER_COMMAND {
+        return Err(ApiError::bad_request(format!(
+            "{} peers in one call; at most {}",
+            body.peers.len(),
+            crate::MAX_BLOCKED_PER_COMMAND
+        )));
+    }
+    body.peers
+        .iter()
+        .map(|p| {
+            p.parse()
+                .map_err(|e| ApiError::bad_request(format!("peer `{p}`: {e}")))
+        })
+        .collect()
+}
+
+#[utoipa::path(post, path = "/v1/peers/block", request_body = BlockBody,
+    responses((status = 204), (status = 400, body = ErrorBody)))]
+async fn block(
+    State(node): State<NodeHandle>,
+    body: Result<Json<BlockBody>, JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    node.block_peers(peer_ids(json_body(body)?)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/v1/peers/unblock", request_body = BlockBody,
+    responses((status = 204), (status = 400, body = ErrorBody)))]
+async fn unblock(
+    State(node): State<NodeHandle>,
+    body: Result<Json<BlockBody>, JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    node.unblock_peers(peer_ids(json_body(body)?)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 async fn metrics(State(node): State<NodeHandle>) -> Result<Response, ApiError> {
     let m = node.metrics();
@@ -1216,6 +1309,9 @@ async fn metrics(State(node): State<NodeHandle>) -> Result<Response, ApiError> {
         post_result,
         trust,
         peers,
+        dial,
+        block,
+        unblock,
         metrics
     ),
     components(schemas(
@@ -1235,6 +1331,8 @@ async fn metrics(State(node): State<NodeHandle>) -> Result<Response, ApiError> {
         InboxIntent,
         ResultBody,
         TrustBody,
+        DialBody,
+        BlockBody,
         PeerBody,
         PeersBody
     ))

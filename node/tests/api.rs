@@ -236,6 +236,8 @@ async fn agents_search_and_intents_work_end_to_end_over_http() {
         "/v1/agents/{did}/intents",
         "/v1/trust/{did}",
         "/v1/peers",
+        "/v1/peers/block",
+        "/v1/peers/unblock",
         "/metrics",
     ] {
         assert!(doc["paths"].get(path).is_some(), "OpenAPI lacks {path}");
@@ -543,4 +545,78 @@ async fn a_pre_signed_card_is_published_as_it_is() {
         .post("/v1/agents", json!({ "card": hex::encode(forged) }))
         .await;
     assert!((400..500).contains(&s), "{s} {b}");
+}
+
+async fn connected(node: &NodeHandle, peer: libp2p::PeerId, want: bool) -> bool {
+    for _ in 0..1000 {
+        let now = node.connected_peers().await.expect("peers").contains(&peer);
+        if now == want {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_are_dialled_blocked_and_unblocked_over_http() {
+    let api = api_with_token(None).await;
+    let other_dir = tempfile::tempdir().expect("tempdir");
+    let mut config = NodeConfig::new(other_dir.path());
+    config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")];
+    let other = Node::builder(config).spawn().await.expect("node");
+    let mut addrs = Vec::new();
+    for _ in 0..500 {
+        addrs = other.listen_addrs().await.expect("addrs");
+        if !addrs.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let addr = format!("{}/p2p/{}", addrs[0], other.peer_id());
+
+    let (status, body) = api
+        .post("/v1/peers", json!({ "addr": "not an address" }))
+        .await;
+    assert_error(status, &body, 400, "addr");
+    let (status, body) = api
+        .post("/v1/peers", json!({ "addr": addrs[0].to_string() }))
+        .await;
+    assert_error(status, &body, 400, "/p2p/");
+    let (status, body) = api.post("/v1/peers", json!({ "addr": addr })).await;
+    assert_eq!(status, 202, "{body}");
+    assert!(connected(&api.node, other.peer_id(), true).await);
+    let (_, status_body) = api.get("/v1/status").await;
+    assert_eq!(status_body["connected_peers"], 1, "{status_body}");
+
+    let (status, body) = api
+        .post("/v1/peers/block", json!({ "peers": ["nope"] }))
+        .await;
+    assert_error(status, &body, 400, "nope");
+    let too_many: Vec<String> = (0..=agentnet_node::MAX_BLOCKED_PER_COMMAND)
+        .map(|_| other.peer_id().to_string())
+        .collect();
+    let (status, body) = api
+        .post("/v1/peers/block", json!({ "peers": too_many }))
+        .await;
+    assert_error(status, &body, 400, "at most");
+
+    let peers = json!({ "peers": [other.peer_id().to_string()] });
+    let (status, _) = api.post("/v1/peers/block", peers.clone()).await;
+    assert_eq!(status, 204);
+    assert!(
+        connected(&api.node, other.peer_id(), false).await,
+        "block closes"
+    );
+    let (status, body) = api.post("/v1/peers", json!({ "addr": addr })).await;
+    assert_error(status, &body, 409, "");
+    let (status, _) = api.post("/v1/peers/unblock", peers).await;
+    assert_eq!(status, 204);
+    let (status, body) = api.post("/v1/peers", json!({ "addr": addr })).await;
+    assert_eq!(status, 202, "{body}");
+    assert!(
+        connected(&api.node, other.peer_id(), true).await,
+        "unblocked, it redials"
+    );
+    other.shutdown().await.expect("shutdown");
 }

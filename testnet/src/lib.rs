@@ -2,12 +2,15 @@
 //!
 //! [`Testnet::builder`] starts `n` real nodes in this process, each with its own swarm
 //! (TCP on 127.0.0.1), its own store in a temporary directory, connected in a chosen
-//! [`Topology`]. Every choice the harness makes (which node registers which card, which
+//! [`Topology`]; with [`TestnetBuilder::processes`], each node is instead a separate
+//! `agentnet node run` process driven over its local API ([`process`]). Every choice the harness makes (which node registers which card, which
 //! random edges exist) comes from the seed. [`scenarios`] measures what researchers ask
 //! about: propagation, late joiners, intent round trips, memory.
 #![deny(missing_docs)]
 
 pub mod catalog;
+pub mod member;
+pub mod process;
 pub mod proxy;
 pub mod report;
 pub mod scenarios;
@@ -16,10 +19,15 @@ pub mod sybil;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use agentnet_node::{Node, NodeConfig, NodeError, NodeHandle};
 use agentnet_protocol::Did;
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
+
+pub use member::Member;
+use process::NodeProcess;
 
 /// Why the testnet failed.
 #[derive(Debug, thiserror::Error)]
@@ -153,6 +161,7 @@ pub struct TestnetBuilder {
     configure: Option<Configure>,
     latency: Option<Duration>,
     gossip_loss: f64,
+    processes: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for TestnetBuilder {
@@ -163,6 +172,7 @@ impl std::fmt::Debug for TestnetBuilder {
             .field("seed", &self.seed)
             .field("latency", &self.latency)
             .field("gossip_loss", &self.gossip_loss)
+            .field("processes", &self.processes)
             .finish_non_exhaustive()
     }
 }
@@ -206,11 +216,24 @@ impl TestnetBuilder {
         self
     }
 
+    /// Runs each node as a separate process of the `agentnet` binary at `binary`
+    /// ([`process::find_binary`] finds the one built beside this executable), driven over
+    /// its local API. Default: every node in this process.
+    pub fn processes(mut self, binary: impl Into<PathBuf>) -> Self {
+        self.processes = Some(binary.into());
+        self
+    }
+
     /// Starts the nodes, connects them, and waits until every edge is connected.
     pub async fn spawn(self) -> Result<Testnet, TestnetError> {
         if self.nodes == 0 {
             return Err(TestnetError::Invalid(
                 "a testnet needs at least one node".into(),
+            ));
+        }
+        if self.processes.is_some() && self.gossip_loss > 0.0 {
+            return Err(TestnetError::Invalid(
+                "gossip loss is injected inside a node; it needs in-process nodes".into(),
             ));
         }
         if !(0.0..=1.0).contains(&self.gossip_loss) {
@@ -230,6 +253,7 @@ impl TestnetBuilder {
             gossip_loss: self.gossip_loss,
             edges: Vec::new(),
             blocked: false,
+            processes: self.processes,
         };
         for _ in 0..self.nodes {
             net.add_node().await?;
@@ -248,7 +272,7 @@ impl TestnetBuilder {
 #[derive(Debug)]
 pub struct TestNode {
     /// Its handle, while it runs.
-    handle: Option<NodeHandle>,
+    handle: Option<Member>,
     /// The address others dial (its relay's, with latency), with `/p2p/<peer id>`.
     pub addr: Multiaddr,
     /// Its own TCP listener.
@@ -265,7 +289,7 @@ pub struct TestNode {
 
 impl TestNode {
     /// Its handle, or `None` while it is down.
-    pub fn handle(&self) -> Option<&NodeHandle> {
+    pub fn handle(&self) -> Option<&Member> {
         self.handle.as_ref()
     }
 }
@@ -281,6 +305,7 @@ pub struct Testnet {
     gossip_loss: f64,
     edges: Vec<(usize, usize)>,
     blocked: bool,
+    processes: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Testnet {
@@ -297,6 +322,16 @@ impl std::fmt::Debug for Testnet {
 pub async fn wait_until(
     timeout: Duration,
     what: &str,
+    check: impl AsyncFnMut() -> bool,
+) -> Result<Duration, TestnetError> {
+    wait_every(timeout, Duration::from_millis(1), what, check).await
+}
+
+/// Polls `check` every `every` until it holds, or fails after `timeout`.
+pub async fn wait_every(
+    timeout: Duration,
+    every: Duration,
+    what: &str,
     mut check: impl AsyncFnMut() -> bool,
 ) -> Result<Duration, TestnetError> {
     let started = Instant::now();
@@ -307,12 +342,15 @@ pub async fn wait_until(
         if started.elapsed() > timeout {
             return Err(TestnetError::Timeout(timeout, what.to_owned()));
         }
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        tokio::time::sleep(every).await;
     }
 }
 
 /// The nodes' gossipsub heartbeat (`agentnet_node`'s swarm config).
 const GOSSIP_HEARTBEAT: Duration = Duration::from_millis(500);
+
+/// How often the harness polls nodes that run as processes.
+const PROCESS_POLL: Duration = Duration::from_millis(10);
 
 /// How long a restarted node waits for its old store to be released.
 const STORE_RELEASE: Duration = Duration::from_secs(10);
@@ -327,6 +365,7 @@ impl Testnet {
             configure: None,
             latency: None,
             gossip_loss: 0.0,
+            processes: None,
         }
     }
 
@@ -350,21 +389,50 @@ impl Testnet {
         &mut self.rng
     }
 
-    /// Node `i`'s handle.
+    /// Node `i`.
     ///
     /// # Panics
     ///
     /// If node `i` does not exist or is down ([`Testnet::try_node`] does not panic).
-    pub fn node(&self, i: usize) -> &NodeHandle {
+    pub fn node(&self, i: usize) -> &Member {
         match self.try_node(i) {
             Some(handle) => handle,
             None => panic!("node {i} is down or does not exist"),
         }
     }
 
-    /// Node `i`'s handle, if it exists and runs.
-    pub fn try_node(&self, i: usize) -> Option<&NodeHandle> {
+    /// Node `i`, if it exists and runs.
+    pub fn try_node(&self, i: usize) -> Option<&Member> {
         self.nodes.get(i).and_then(|n| n.handle.as_ref())
+    }
+
+    /// Node `i`'s in-process handle, for what only a node in this process can do (serve
+    /// intents, forge records); an error if it runs as a process or is down.
+    pub fn local(&self, i: usize) -> Result<&NodeHandle, TestnetError> {
+        match self.try_node(i) {
+            Some(Member::Local(handle)) => Ok(handle),
+            Some(_) => Err(TestnetError::Invalid(format!(
+                "node {i} runs as a separate process; this needs in-process nodes"
+            ))),
+            None => Err(TestnetError::Invalid(format!(
+                "node {i} is down or does not exist"
+            ))),
+        }
+    }
+
+    /// Whether the nodes run as separate processes.
+    pub fn is_processes(&self) -> bool {
+        self.processes.is_some()
+    }
+
+    /// How often to ask every node how far it got: an in-process lookup is cheap, an HTTP
+    /// request to each of many processes is not.
+    pub fn poll(&self) -> Duration {
+        if self.is_processes() {
+            PROCESS_POLL
+        } else {
+            Duration::from_millis(1)
+        }
     }
 
     /// Node `i`.
@@ -382,8 +450,8 @@ impl Testnet {
         (0..self.nodes.len()).filter(|&i| self.is_up(i)).collect()
     }
 
-    /// The handles of the nodes that run.
-    pub fn handles(&self) -> Vec<NodeHandle> {
+    /// The nodes that run.
+    pub fn handles(&self) -> Vec<Member> {
         self.nodes.iter().filter_map(|n| n.handle.clone()).collect()
     }
 
@@ -415,12 +483,8 @@ impl Testnet {
         }
         f(&mut config);
         let node_err = |source| TestnetError::Node { index, source };
-        let handle = Node::builder(config.clone())
-            .spawn()
-            .await
-            .map_err(node_err)?;
+        let (handle, listen) = self.start(&config).await.map_err(node_err)?;
         let peer_id = handle.peer_id();
-        let listen = wait_for_listener(&handle).await.map_err(node_err)?;
         let (addr, relay) = self.front(&listen, peer_id).await?;
         // Restarts listen where the node listened first, so that its address holds.
         config.listen = vec![listen.clone()];
@@ -434,6 +498,23 @@ impl Testnet {
             relay,
         });
         Ok(index)
+    }
+
+    /// Starts a node with `config`, in this process or in its own; returns it and its TCP
+    /// listen address.
+    async fn start(&self, config: &NodeConfig) -> Result<(Member, Multiaddr), NodeError> {
+        match &self.processes {
+            Some(binary) => {
+                let node = NodeProcess::spawn(binary, config).await?;
+                let listen = node.listen().clone();
+                Ok((Member::Process(Arc::new(node)), listen))
+            }
+            None => {
+                let handle = Node::builder(config.clone()).spawn().await?;
+                let listen = wait_for_listener(&handle).await?;
+                Ok((Member::Local(handle), listen))
+            }
+        }
     }
 
     /// The address to dial for a node listening on `listen`: its own, or a relay's.
@@ -487,8 +568,9 @@ impl Testnet {
             };
             let peer = self.nodes[to].peer_id;
             let left = timeout.saturating_sub(started.elapsed());
-            wait_until(
+            wait_every(
                 left,
+                self.poll(),
                 &format!("node {from} to connect to {to}"),
                 async || {
                     handle
@@ -522,8 +604,9 @@ impl Testnet {
                 continue;
             }
             let left = timeout.saturating_sub(started.elapsed());
-            wait_until(
+            wait_every(
                 left,
+                self.poll(),
                 &format!("node {i}'s gossip subscriptions"),
                 async || {
                     // Peers with gossip off never subscribe.
@@ -541,15 +624,17 @@ impl Testnet {
         Ok(started.elapsed())
     }
 
-    /// Stops node `i` (its store stays; [`Testnet::restart`] brings it back).
+    /// Stops node `i` (its store stays; [`Testnet::restart`] brings it back). A node in
+    /// this process shuts down; a node process is killed (SIGKILL), as in a crash.
     pub async fn kill(&mut self, i: usize) -> Result<(), TestnetError> {
         let Some(handle) = self.nodes.get_mut(i).and_then(|n| n.handle.take()) else {
             return Err(TestnetError::Invalid(format!("node {i} is not running")));
         };
-        handle
-            .shutdown()
-            .await
-            .map_err(|source| TestnetError::Node { index: i, source })
+        match handle {
+            Member::Process(p) => p.kill().await,
+            other => other.shutdown().await,
+        }
+        .map_err(|source| TestnetError::Node { index: i, source })
     }
 
     /// Starts node `i` again from its store, on its old address, and redials the
@@ -562,16 +647,15 @@ impl Testnet {
         let config = self.nodes[i].config.clone();
         let started = Instant::now();
         // The store is released once the old swarm task and its helpers let go of it.
-        let handle = loop {
-            match Node::builder(config.clone()).spawn().await {
-                Ok(handle) => break handle,
+        let (handle, listen) = loop {
+            match self.start(&config).await {
+                Ok(started) => break started,
                 Err(NodeError::Store(_)) if started.elapsed() < STORE_RELEASE => {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 Err(e) => return Err(node_err(e)),
             }
         };
-        let listen = wait_for_listener(&handle).await.map_err(node_err)?;
         if listen != self.nodes[i].listen {
             // The old port was taken: dial the new one from now on.
             let (addr, relay) = self.front(&listen, handle.peer_id()).await?;
@@ -647,15 +731,22 @@ impl Testnet {
         Ok(())
     }
 
-    /// Waits until every running node satisfies `check` (given its handle).
+    /// Waits until every running node satisfies `check`, asking the nodes at once.
     pub async fn wait_all(
         &self,
         timeout: Duration,
         what: &str,
-        check: impl Fn(&NodeHandle) -> bool,
+        check: impl AsyncFn(&Member) -> bool,
     ) -> Result<Duration, TestnetError> {
         let handles = self.handles();
-        wait_until(timeout, what, async || handles.iter().all(&check)).await
+        let check = &check;
+        wait_every(timeout, self.poll(), what, async || {
+            futures::future::join_all(handles.iter().map(|h| check(h)))
+                .await
+                .into_iter()
+                .all(|ok| ok)
+        })
+        .await
     }
 
     /// Registers an agent for each of the first `count` entries of `catalog` (cycling) on

@@ -133,6 +133,16 @@ struct Options {
     /// Connections each node keeps before pruning (`NodeConfig::target_peers`).
     #[arg(long, default_value_t = agentnet_node::DEFAULT_TARGET_PEERS)]
     target_peers: usize,
+    /// Run each node as a separate `agentnet node run` process, driven over its local
+    /// API, instead of all in this process. Propagation, late-join, partition, churn and
+    /// registry run this way; the scenarios that serve intents or forge records need
+    /// in-process nodes.
+    #[arg(long)]
+    processes: bool,
+    /// The `agentnet` binary for --processes. Default: the one beside this executable,
+    /// or $AGENTNET_BIN.
+    #[arg(long, value_name = "FILE")]
+    agentnet_bin: Option<PathBuf>,
 }
 
 /// A TOML value that may be one item or a list of them.
@@ -284,6 +294,13 @@ async fn spawn(o: &Options, nodes: usize) -> Result<Testnet> {
     if o.latency_ms > 0 {
         builder = builder.latency(Duration::from_millis(o.latency_ms));
     }
+    if o.processes {
+        let binary = match &o.agentnet_bin {
+            Some(path) => path.clone(),
+            None => agentnet_testnet::process::find_binary()?,
+        };
+        builder = builder.processes(binary);
+    }
     Ok(builder.spawn().await?)
 }
 
@@ -343,6 +360,12 @@ async fn run_inner(
     }
     if nodes < 2 {
         bail!("--nodes must be at least 2");
+    }
+    if o.processes && !runs_as_processes(scenario) {
+        bail!(
+            "{scenario:?} serves intents or forges records, which needs in-process nodes; \
+             with --processes, run propagation, late-join, partition, churn or registry"
+        );
     }
     bar.set_message(format!("{scenario:?}: starting {nodes} nodes"));
     let mut net = spawn(o, nodes).await?;
@@ -749,10 +772,22 @@ async fn measure(
     Ok(outcome)
 }
 
+/// Whether `scenario` can drive nodes that run as separate processes (over their API).
+fn runs_as_processes(scenario: Scenario) -> bool {
+    matches!(
+        scenario,
+        Scenario::Propagation
+            | Scenario::LateJoin
+            | Scenario::Partition
+            | Scenario::Churn
+            | Scenario::Registry
+    )
+}
+
 /// Spreads `agents` agents from `entries` over the nodes and waits until all hold them.
 async fn load(net: &mut Testnet, entries: &[CatalogEntry], agents: usize) -> Result<()> {
     if agents > 0 {
-        let base = net.node(0).capabilities();
+        let base = net.node(0).capabilities().await?;
         net.load_agents(entries, agents).await?;
         scenarios::wait_capabilities(net, base + agents, Duration::from_secs(900)).await?;
     }
@@ -851,7 +886,11 @@ async fn sweep(o: Options, out: Option<PathBuf>, print_json: bool) -> Result<()>
     let mut list = Vec::new();
     for s in &o.scenario {
         match s {
-            Scenario::All => list.extend(ALL),
+            // With --processes, those that can run that way.
+            Scenario::All => list.extend(
+                ALL.into_iter()
+                    .filter(|&s| !o.processes || runs_as_processes(s)),
+            ),
             s => list.push(*s),
         }
     }

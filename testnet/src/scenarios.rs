@@ -14,7 +14,7 @@ use agentnet_protocol::{AgentCard, Did, Intent, Keypair, Outcome, SignedEnvelope
 use serde::Serialize;
 
 use crate::catalog::CatalogEntry;
-use crate::{Testnet, TestnetError, wait_until};
+use crate::{Member, Testnet, TestnetError, wait_every, wait_until};
 
 /// Percentiles of a set of durations, in milliseconds.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -81,17 +81,19 @@ struct Counters {
     nodes: usize,
 }
 
-fn counters(net: &Testnet) -> Counters {
+async fn counters(net: &Testnet) -> Result<Counters, TestnetError> {
     let mut c = Counters::default();
-    for h in net.handles() {
-        let m = h.metrics();
+    let handles = net.handles();
+    let all = futures::future::join_all(handles.iter().map(|h| h.metrics())).await;
+    for m in all {
+        let m = m.map_err(|e| TestnetError::Invalid(format!("a node's counters: {e}")))?;
         c.received += m.gossip_received;
         c.bytes += m.gossip_bytes;
         c.stale += m.gossip_ignored;
         c.synced += m.synced_records;
         c.nodes += 1;
     }
-    c
+    Ok(c)
 }
 
 fn traffic(before: Counters, after: Counters, per: usize) -> Traffic {
@@ -136,7 +138,7 @@ pub struct Propagation {
 /// Registers `spec` on node `origin` and returns, for each running node, how long after
 /// the call began it held the card in its index (searchable there). Nodes are polled every
 /// 2 ms, each until it has it; a poll is an in-memory lookup, so polling 100 nodes costs
-/// the nodes little CPU.
+/// the nodes little CPU. Node processes are asked over HTTP every [`Testnet::poll`].
 async fn arrivals(
     net: &Testnet,
     origin: usize,
@@ -155,10 +157,13 @@ async fn arrivals(
     let registered = started.elapsed();
     let mut waiting = net.handles();
     let mut got = Vec::with_capacity(waiting.len());
+    let every = net.poll().max(Duration::from_millis(2));
     while !waiting.is_empty() {
         let now = started.elapsed();
-        waiting.retain(|h| {
-            let has = h.is_indexed(&did);
+        let held = futures::future::join_all(waiting.iter().map(|h| h.is_indexed(&did))).await;
+        let mut held = held.into_iter();
+        waiting.retain(|_| {
+            let has = held.next().is_some_and(|h| h.unwrap_or(false));
             if has {
                 got.push(now);
             }
@@ -173,7 +178,7 @@ async fn arrivals(
                 format!("card {did} on {} more nodes", waiting.len()),
             ));
         }
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        tokio::time::sleep(every).await;
     }
     Ok((did, registered, got))
 }
@@ -188,11 +193,11 @@ pub async fn wait_capabilities(
         .wait_all(
             timeout,
             &format!("{capabilities} capabilities on every node"),
-            |h| h.capabilities() >= capabilities,
+            async |h: &Member| h.capabilities().await.is_ok_and(|c| c >= capabilities),
         )
         .await;
     if let Err(TestnetError::Timeout(t, what)) = result {
-        let held: Vec<usize> = net.handles().iter().map(|h| h.capabilities()).collect();
+        let held = held(net).await;
         let behind = held.iter().filter(|&&c| c < capabilities).count();
         let least = held.iter().copied().min().unwrap_or(0);
         return Err(TestnetError::Timeout(
@@ -216,22 +221,22 @@ pub async fn propagation(
     if catalog.is_empty() {
         return Err(TestnetError::Invalid("the catalog is empty".into()));
     }
-    let base = net.node(net.up()[0]).capabilities();
+    let base = capabilities_of(net, net.up()[0]).await?;
     let started = Instant::now();
-    let before_load = counters(net);
+    let before_load = counters(net).await?;
     if agents > 0 {
         net.load_agents(catalog, agents).await?;
         wait_capabilities(net, base + agents, Duration::from_secs(900)).await?;
     }
     let load_ms = started.elapsed().as_secs_f64() * 1e3;
-    let load_traffic = traffic(before_load, counters(net), agents);
+    let load_traffic = traffic(before_load, counters(net).await?, agents);
     let mut to_all = Vec::with_capacity(cards);
     let mut to_register = Vec::with_capacity(cards);
     let mut to_each = Vec::with_capacity(cards * net.len());
-    let mut before = counters(net);
+    let mut before = counters(net).await?;
     for i in 0..warmup + cards {
         if i == warmup {
-            before = counters(net);
+            before = counters(net).await?;
         }
         let up = net.up();
         let origin = up[net.rng().below(up.len())];
@@ -244,7 +249,7 @@ pub async fn propagation(
             to_each.extend(got);
         }
     }
-    let after = counters(net);
+    let after = counters(net).await?;
     Ok(Propagation {
         agents,
         load_ms,
@@ -273,15 +278,16 @@ pub struct LateJoin {
 /// Starts one more node with gossip off, dials the last node, and times until it holds
 /// every capability node 0 holds.
 pub async fn late_join(net: &mut Testnet) -> Result<LateJoin, TestnetError> {
-    let target = net.node(0).capabilities();
+    let target = capabilities_of(net, 0).await?;
     let joiner = net.add_node_with(|c| c.gossip = false).await?;
     let started = Instant::now();
     net.connect(joiner, joiner - 1).await?;
     let handle = net.node(joiner).clone();
-    wait_until(
+    wait_every(
         Duration::from_secs(120),
+        net.poll(),
         "the late joiner to converge",
-        async || handle.capabilities() >= target,
+        async || handle.capabilities().await.is_ok_and(|c| c >= target),
     )
     .await?;
     Ok(LateJoin {
@@ -307,11 +313,11 @@ pub async fn intent_rtt(net: &Testnet, n: usize) -> Result<IntentRtt, TestnetErr
     let last = net.len() - 1;
     let node_err = |index| move |source| TestnetError::Node { index, source };
     let echo = net
-        .node(last)
+        .local(last)?
         .register_agent(crate::catalog::synthetic(1)[0].agent())
         .await
         .map_err(node_err(last))?;
-    net.node(last)
+    net.local(last)?
         .serve(&echo, |intent: Intent| async move {
             let input: serde_json::Value =
                 serde_json::from_slice(&intent.input).unwrap_or_default();
@@ -319,11 +325,11 @@ pub async fn intent_rtt(net: &Testnet, n: usize) -> Result<IntentRtt, TestnetErr
         })
         .map_err(node_err(last))?;
     let caller = net
-        .node(0)
+        .local(0)?
         .register_agent(crate::catalog::synthetic(2)[1].agent())
         .await
         .map_err(node_err(0))?;
-    let first = net.node(0).clone();
+    let first = net.local(0)?.clone();
     wait_until(
         Duration::from_secs(30),
         "the echo agent's card on node 0",
@@ -362,14 +368,32 @@ pub async fn intent_rtt(net: &Testnet, n: usize) -> Result<IntentRtt, TestnetErr
 /// pairs held.
 pub type Point = (f64, f64);
 
-/// The share of the `expected` capabilities the running nodes hold, over all of them.
-fn held_share(net: &Testnet, expected: usize) -> f64 {
+/// The capabilities each running node holds (0 for one that does not answer).
+async fn held(net: &Testnet) -> Vec<usize> {
     let handles = net.handles();
-    if handles.is_empty() || expected == 0 {
+    futures::future::join_all(handles.iter().map(|h| h.capabilities()))
+        .await
+        .into_iter()
+        .map(|c| c.unwrap_or(0))
+        .collect()
+}
+
+/// The capabilities node `i` holds.
+async fn capabilities_of(net: &Testnet, i: usize) -> Result<usize, TestnetError> {
+    net.node(i)
+        .capabilities()
+        .await
+        .map_err(|source| TestnetError::Node { index: i, source })
+}
+
+/// The share of the `expected` capabilities the running nodes hold, over all of them.
+async fn held_share(net: &Testnet, expected: usize) -> f64 {
+    let held = held(net).await;
+    if held.is_empty() || expected == 0 {
         return 1.0;
     }
-    let held: usize = handles.iter().map(|h| h.capabilities().min(expected)).sum();
-    held as f64 / (expected * handles.len()) as f64
+    let sum: usize = held.iter().map(|&c| c.min(expected)).sum();
+    sum as f64 / (expected * held.len()) as f64
 }
 
 /// Waits until every running node indexes `expected` capabilities, sampling the held share
@@ -383,7 +407,7 @@ async fn converge(
 ) -> Result<Duration, TestnetError> {
     let started = Instant::now();
     loop {
-        let share = held_share(net, expected);
+        let share = held_share(net, expected).await;
         curve.push((t0.elapsed().as_secs_f64(), share));
         if share >= 1.0 {
             return Ok(started.elapsed());
@@ -439,7 +463,7 @@ pub async fn partition(
     }
     let half = up.len() / 2;
     let sides = [up[..half].to_vec(), up[half..].to_vec()];
-    let base = net.node(up[0]).capabilities();
+    let base = capabilities_of(net, up[0]).await?;
     let t0 = Instant::now();
     let mut curve = Vec::new();
     net.partition(&sides).await?;
@@ -479,19 +503,18 @@ pub async fn partition(
     for (s, side) in sides.iter().enumerate() {
         let handles: Vec<_> = side.iter().map(|&i| net.node(i).clone()).collect();
         let own = &dids[s];
-        wait_until(
+        wait_every(
             Duration::from_secs(30),
+            net.poll(),
             &format!("side {s} to hold its own cards"),
-            async || handles.iter().all(|h| own.iter().all(|d| h.is_indexed(d))),
+            async || indexed_everywhere(&handles, own, true).await,
         )
         .await?;
         let other = &dids[1 - s];
-        split_held &= handles
-            .iter()
-            .all(|h| other.iter().all(|d| !h.is_indexed(d)));
+        split_held &= indexed_everywhere(&handles, other, false).await;
         curve.push((
             t0.elapsed().as_secs_f64(),
-            held_share(net, base + 2 * cards_per_side),
+            held_share(net, base + 2 * cards_per_side).await,
         ));
     }
     let healed_at_s = t0.elapsed().as_secs_f64();
@@ -508,6 +531,18 @@ pub async fn partition(
         curve,
         healed_at_s,
     })
+}
+
+/// Whether every one of `nodes` has (`want` true) or lacks (false) every one of `dids` in
+/// its index; a node that does not answer counts as neither.
+async fn indexed_everywhere(nodes: &[Member], dids: &[Did], want: bool) -> bool {
+    let checks = nodes
+        .iter()
+        .flat_map(|h| dids.iter().map(move |d| h.is_indexed(d)));
+    futures::future::join_all(checks)
+        .await
+        .into_iter()
+        .all(|r| r.is_ok_and(|has| has == want))
 }
 
 /// Churn: nodes leave and come back while cards keep being registered.
@@ -555,7 +590,7 @@ pub async fn churn(
             "churn needs a catalog, positive rates and three nodes".into(),
         ));
     }
-    let base = net.node(0).capabilities();
+    let base = capabilities_of(net, 0).await?;
     let t0 = Instant::now();
     let mut curve = Vec::new();
     let mut down: Vec<(Instant, usize)> = Vec::new();
@@ -606,12 +641,15 @@ pub async fn churn(
         }
         if now >= next_sample {
             next_sample += Duration::from_millis(100);
-            curve.push((t0.elapsed().as_secs_f64(), held_share(net, base + cards)));
+            curve.push((
+                t0.elapsed().as_secs_f64(),
+                held_share(net, base + cards).await,
+            ));
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let expected = base + cards;
-    let delivery_ratio = held_share(net, expected);
+    let delivery_ratio = held_share(net, expected).await;
     let ended_at_s = t0.elapsed().as_secs_f64();
     let end = Instant::now();
     for (_, node) in std::mem::take(&mut down) {
@@ -713,7 +751,7 @@ pub async fn search_agreement(
         Box::new(LexicalEmbedder::new(LexicalConfig::default())),
         config,
     );
-    let first = net.node(0).clone();
+    let first = net.local(0)?.clone();
     let mut after = String::new();
     loop {
         let cards = first
@@ -768,15 +806,16 @@ pub async fn search_agreement(
         }
         // Nodes re-embed their stored vectors once their registry is quiet (restarted
         // ones rebuild their index from the store first).
-        wait_until(
+        net.wait_all(
             Duration::from_secs(30),
             "every node to refresh its vectors",
-            async || net.handles().iter().all(|h| h.stale_capabilities() == 0),
+            async |h: &Member| h.stale_capabilities().await.is_ok_and(|s| s == 0),
         )
         .await?;
         let mut round_sum = 0.0;
         let mut round_n = 0usize;
-        for handle in net.handles() {
+        for i in net.up() {
+            let handle = net.local(i)?;
             for (q, want) in queries.iter().zip(&truth) {
                 if want.is_empty() {
                     continue;
@@ -866,7 +905,7 @@ pub async fn intent_load(
     let mut callers = Vec::new();
     for &i in &up {
         let node_err = |source| TestnetError::Node { index: i, source };
-        let h = net.node(i).clone();
+        let h = net.local(i)?.clone();
         let echo = h.register_agent(spec("echo")).await.map_err(node_err)?;
         h.serve(&echo, |intent: Intent| async move {
             let input: serde_json::Value =
@@ -879,12 +918,20 @@ pub async fn intent_load(
         callers.push((i, caller));
     }
     let all: Vec<Did> = echoes.iter().map(|(_, d)| d.clone()).collect();
-    net.wait_all(Duration::from_secs(60), "every echo card everywhere", |h| {
-        all.iter().all(|d| h.agent(d).ok().flatten().is_some())
-    })
+    net.wait_all(
+        Duration::from_secs(60),
+        "every echo card everywhere",
+        async |h: &Member| {
+            h.local()
+                .is_some_and(|h| all.iter().all(|d| h.agent(d).ok().flatten().is_some()))
+        },
+    )
     .await?;
     let seeds: Vec<u64> = (0..concurrency).map(|_| net.rng().next_u64()).collect();
-    let handles: Vec<(usize, NodeHandle)> = up.iter().map(|&i| (i, net.node(i).clone())).collect();
+    let handles = up
+        .iter()
+        .map(|&i| Ok((i, net.local(i)?.clone())))
+        .collect::<Result<Vec<(usize, NodeHandle)>, TestnetError>>()?;
     let deadline = Instant::now() + duration;
     let started = Instant::now();
     let tasks = seeds.into_iter().map(|seed| {

@@ -25,7 +25,7 @@ use agentnet_protocol::{
 };
 use serde::Serialize;
 
-use crate::{Testnet, TestnetError};
+use crate::{Member, Testnet, TestnetError};
 
 /// The capability the honest workers and the malicious agent offer.
 pub const CAPABILITY: &str = "translate-legal";
@@ -169,6 +169,11 @@ const PERFECT: Claim = Claim::Scores(TrustScores {
 });
 
 /// The malicious agent's conservative rank on `node` among `providers` (itself included).
+/// Whether `node` holds the card of every one of `dids`.
+fn holds_all(node: &NodeHandle, dids: &[Did]) -> bool {
+    dids.iter().all(|d| node.agent(d).ok().flatten().is_some())
+}
+
 fn rank_of(node: &NodeHandle, malicious: &Did, providers: &[Did]) -> (usize, f64, f64) {
     let m = node.trust(malicious, Some(CAPABILITY));
     let mut ahead = 0;
@@ -202,7 +207,7 @@ pub async fn sybil(net: &mut Testnet, config: SybilConfig) -> Result<Sybil, Test
     let mut providers = Vec::new();
     for w in 0..config.workers {
         let i = honest[net.rng().below(honest.len())];
-        let h = net.node(i).clone();
+        let h = net.local(i)?.clone();
         let did = h
             .register_agent(spec(&format!("worker-{w}"), CAPABILITY, DESCRIPTION))
             .await
@@ -217,7 +222,7 @@ pub async fn sybil(net: &mut Testnet, config: SybilConfig) -> Result<Sybil, Test
     for &i in &honest {
         let caller_key = key()?;
         let did = net
-            .node(i)
+            .local(i)?
             .register_agent_with_key(
                 caller_key.clone(),
                 spec("client", "request-translation", "Asks for translations"),
@@ -227,14 +232,16 @@ pub async fn sybil(net: &mut Testnet, config: SybilConfig) -> Result<Sybil, Test
         callers.push((i, did, caller_key));
     }
     let workers = providers.clone();
-    net.wait_all(Duration::from_secs(60), "the workers' cards", |h| {
-        workers.iter().all(|d| h.agent(d).ok().flatten().is_some())
-    })
+    net.wait_all(
+        Duration::from_secs(60),
+        "the workers' cards",
+        async |h: &Member| h.local().is_some_and(|h| holds_all(h, &workers)),
+    )
     .await?;
     // Warm-up: every honest caller tries every worker once.
     let mut honest_intents = 0;
     for (i, caller, _) in &callers {
-        let h = net.node(*i).clone();
+        let h = net.local(*i)?.clone();
         for worker in &providers {
             let outcome = h
                 .send_intent(IntentRequest::new(
@@ -284,7 +291,7 @@ pub async fn sybil(net: &mut Testnet, config: SybilConfig) -> Result<Sybil, Test
     let host = sybil_nodes[0];
     let malicious_key = key()?;
     let malicious = net
-        .node(host)
+        .local(host)?
         .register_agent_with_key(
             malicious_key,
             spec("fast-legal-translations", CAPABILITY, DESCRIPTION),
@@ -297,14 +304,14 @@ pub async fn sybil(net: &mut Testnet, config: SybilConfig) -> Result<Sybil, Test
         for s in 0..config.sybils_per_node {
             let k = key()?;
             let did = net
-                .node(i)
+                .local(i)?
                 .register_agent_with_key(
                     k.clone(),
                     spec(&format!("sybil-{s}"), "vouch", "Vouches for its friends"),
                 )
                 .await
                 .map_err(node_err(i))?;
-            net.node(i)
+            net.local(i)?
                 .serve(&did, |_intent: Intent| async move {
                     AgentReply::completed(serde_json::json!({ "ok": true }))
                 })
@@ -315,7 +322,7 @@ pub async fn sybil(net: &mut Testnet, config: SybilConfig) -> Result<Sybil, Test
     }
     {
         let sybil_set = sybil_set.clone();
-        net.node(host)
+        net.local(host)?
             .serve(&malicious, move |intent: Intent| {
                 let friend = sybil_set.contains(&intent.from);
                 async move {
@@ -330,9 +337,11 @@ pub async fn sybil(net: &mut Testnet, config: SybilConfig) -> Result<Sybil, Test
     }
     let mut everyone: Vec<Did> = sybils.iter().map(|(_, d, _)| d.clone()).collect();
     everyone.push(malicious.clone());
-    net.wait_all(Duration::from_secs(60), "the sybils' cards", |h| {
-        everyone.iter().all(|d| h.agent(d).ok().flatten().is_some())
-    })
+    net.wait_all(
+        Duration::from_secs(60),
+        "the sybils' cards",
+        async |h: &Member| h.local().is_some_and(|h| holds_all(h, &everyone)),
+    )
     .await?;
     providers.push(malicious.clone());
 
@@ -344,7 +353,7 @@ pub async fn sybil(net: &mut Testnet, config: SybilConfig) -> Result<Sybil, Test
         let seq = round as u64 + 1;
         // The sybils vouch, with receipts of intents that really ran.
         for (n, (i, did, k)) in sybils.iter().enumerate() {
-            let h = net.node(*i).clone();
+            let h = net.local(*i)?.clone();
             let (_, friend, _) = &sybils[(n + 1) % sybils.len()];
             for (to, capability) in [(&malicious, CAPABILITY), (friend, "vouch")] {
                 let outcome = h
@@ -364,7 +373,7 @@ pub async fn sybil(net: &mut Testnet, config: SybilConfig) -> Result<Sybil, Test
         // The honest callers work, and say how it went.
         let mut to_malicious = 0;
         for (i, caller, k) in &callers {
-            let h = net.node(*i).clone();
+            let h = net.local(*i)?.clone();
             let mut query = SearchQuery::new(QUERY, 25);
             query.tags = vec!["legal".into()];
             let hits: Vec<Did> = h
@@ -416,7 +425,7 @@ pub async fn sybil(net: &mut Testnet, config: SybilConfig) -> Result<Sybil, Test
         let mut w_scores = 0.0;
         let mut in_top = 0;
         for &i in &honest {
-            let h = net.node(i);
+            let h = net.local(i)?;
             let (rank, m, w) = rank_of(h, &malicious, &providers);
             ranks.push(rank);
             m_scores += m;

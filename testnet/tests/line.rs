@@ -32,7 +32,7 @@ async fn a_card_crosses_a_five_node_line_and_its_tombstone_follows() {
         ))
         .await
         .expect("register");
-    let last = net.node(4).clone();
+    let last = net.local(4).expect("in process").clone();
     let took = agentnet_testnet::wait_until(
         Duration::from_secs(5),
         "the card to be searchable on the last node",
@@ -45,12 +45,22 @@ async fn a_card_crosses_a_five_node_line_and_its_tombstone_follows() {
     .expect("within 5 s");
     println!("card searchable 4 hops away after {took:?}");
 
-    net.node(0).remove_agent(&did).await.expect("remove");
-    net.wait_all(Duration::from_secs(5), "the tombstone everywhere", |h| {
-        h.is_removed(&did).unwrap_or(false)
-            && h.search(&SearchQuery::new("topographic mountain map", 5))
-                .is_ok_and(|p| p.hits.iter().all(|hit| hit.did != did))
-    })
+    net.local(0)
+        .expect("in process")
+        .remove_agent(&did)
+        .await
+        .expect("remove");
+    net.wait_all(
+        Duration::from_secs(5),
+        "the tombstone everywhere",
+        async |h: &agentnet_testnet::Member| {
+            h.local().is_some_and(|h| {
+                h.is_removed(&did).unwrap_or(false)
+                    && h.search(&SearchQuery::new("topographic mountain map", 5))
+                        .is_ok_and(|p| p.hits.iter().all(|hit| hit.did != did))
+            })
+        },
+    )
     .await
     .expect("tombstone everywhere");
 
