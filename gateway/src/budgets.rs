@@ -538,14 +538,17 @@ async fn alert(
     Ok(fired.is_some())
 }
 
-/// Opens (once per period) the approval that re-authorises `budget`; returns its id.
+/// Opens (once per period) the approval that re-authorises `budget`; returns its id. The
+/// opening is appended to the audit chain (`approval.open`, by `requested_by`) in the same
+/// transaction, which `conn` must be.
 async fn open_budget_approval(
     conn: &mut sqlx::PgConnection,
+    audit: &crate::audit::Auditor,
     org: Uuid,
     budget: Uuid,
     requested_by: &str,
 ) -> Result<Uuid, sqlx::Error> {
-    sqlx::query(
+    let opened = sqlx::query(
         "INSERT INTO approvals (id, org_id, kind, budget_id, period_start, status, requested_by)
          SELECT $1, org_id, 'budget', id, period_start, 'pending', $3 FROM budgets WHERE id = $2 AND org_id = $4
          ON CONFLICT (budget_id, period_start) WHERE kind = 'budget' DO NOTHING",
@@ -555,7 +558,9 @@ async fn open_budget_approval(
     .bind(requested_by)
     .bind(org)
     .execute(&mut *conn)
-    .await?;
+    .await?
+    .rows_affected()
+        > 0;
     let (id,): (Uuid,) = sqlx::query_as(
         "SELECT a.id FROM approvals a JOIN budgets b ON b.id = a.budget_id AND b.period_start = a.period_start
           WHERE a.budget_id = $1 AND a.kind = 'budget'",
@@ -563,6 +568,17 @@ async fn open_budget_approval(
     .bind(budget)
     .fetch_one(&mut *conn)
     .await?;
+    if opened {
+        let subject = id.to_string();
+        let detail = format!("kind=budget; budget={budget}; reached 100%");
+        let entry = crate::audit::Entry {
+            actor: requested_by,
+            action: "approval.open",
+            subject: &subject,
+            detail: &detail,
+        };
+        audit.append(conn, org, entry).await?;
+    }
     Ok(id)
 }
 
@@ -673,8 +689,12 @@ async fn refuse(
         }
         return Ok(BudgetError::HardStop { budget });
     }
-    alert(&mut conn, budget, 100).await?;
-    let approval = open_budget_approval(&mut conn, caller.org_id, budget, &caller.key_id).await?;
+    drop(conn);
+    let mut tx = gw.db().pool().begin().await?;
+    alert(&mut tx, budget, 100).await?;
+    let approval =
+        open_budget_approval(&mut tx, gw.audit(), caller.org_id, budget, &caller.key_id).await?;
+    tx.commit().await?;
     Ok(BudgetError::ApprovalRequired { budget, approval })
 }
 
@@ -846,12 +866,13 @@ pub(crate) struct SpendKey {
     pub(crate) currency: String,
 }
 
-/// A budget with `auto_pause` that an ingested cost pushed to its hard stop.
+/// A budget with `auto_pause` that an ingested cost pushed to its hard stop, and the agents
+/// whose spend in that ingestion counted against it.
 #[derive(Clone, Debug)]
 pub(crate) struct Crossed {
     org: Uuid,
     budget: Uuid,
-    agent: String,
+    agents: Vec<String>,
 }
 
 /// Adds ingested spend to every budget it counts against, and records the ladder's alerts it
@@ -860,13 +881,13 @@ pub(crate) struct Crossed {
 /// the hard stop; the ladder then refuses further reservations.
 pub(crate) async fn charge(
     tx: &mut sqlx::PgConnection,
+    audit: &crate::audit::Auditor,
     spend: &HashMap<SpendKey, i64>,
 ) -> Result<Vec<Crossed>, sqlx::Error> {
     if spend.is_empty() {
         return Ok(Vec::new());
     }
     let mut orgs = std::collections::BTreeSet::new();
-    let mut per_budget: Vec<(Uuid, i64, &str)> = Vec::new();
     for org in spend.keys().map(|k| k.org) {
         orgs.insert(org);
     }
@@ -890,8 +911,8 @@ pub(crate) async fn charge(
         m.push(*micros);
     }
     // Which budgets each spend counts against, summed per budget, in id order.
-    let rows: Vec<(Uuid, i64, String)> = sqlx::query_as(
-        "SELECT b.id, sum(u.m)::bigint, min(u.a) FROM budgets b
+    let rows: Vec<(Uuid, i64, Vec<String>)> = sqlx::query_as(
+        "SELECT b.id, sum(u.m)::bigint, array_agg(DISTINCT u.a ORDER BY u.a) FROM budgets b
            JOIN UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::text[], $6::int8[])
                 AS u(o, a, t, k, c, m)
              ON b.org_id = u.o AND b.currency = u.c
@@ -909,11 +930,8 @@ pub(crate) async fn charge(
     .bind(&m)
     .fetch_all(&mut *tx)
     .await?;
-    for (id, micros, agent) in &rows {
-        per_budget.push((*id, *micros, agent.as_str()));
-    }
     let mut crossed = Vec::new();
-    for (budget, micros, agent) in per_budget {
+    for (budget, micros, agents) in rows {
         let (org, before, after, limit, auto_pause): (Uuid, i64, i64, i64, bool) = sqlx::query_as(
             "UPDATE budgets SET spent_micros = LEAST(spent_micros + $2, $3)
               WHERE id = $1
@@ -932,7 +950,7 @@ pub(crate) async fn charge(
             if before < line && after >= line {
                 let fired = alert(&mut *tx, budget, pct).await?;
                 if pct == 100 {
-                    open_budget_approval(&mut *tx, org, budget, "gateway").await?;
+                    open_budget_approval(&mut *tx, audit, org, budget, "gateway").await?;
                 }
                 stopped |= pct == 120 && fired;
             }
@@ -941,18 +959,21 @@ pub(crate) async fn charge(
             crossed.push(Crossed {
                 org,
                 budget,
-                agent: agent.to_owned(),
+                agents,
             });
         }
     }
     Ok(crossed)
 }
 
-/// Pauses the agents whose ingested spend brought an `auto_pause` budget to its hard stop,
-/// after the ingestion's commit.
+/// Pauses every agent whose ingested spend counted against an `auto_pause` budget that the
+/// ingestion brought to its hard stop (for a team, key or org budget, every such agent of
+/// the batch, not one picked among them), after the ingestion's commit.
 pub(crate) async fn after_charge(gw: &Gateway, crossed: Vec<Crossed>) {
     for c in crossed {
-        auto_pause_agent(gw, c.org, &c.agent, c.budget).await;
+        for agent in &c.agents {
+            auto_pause_agent(gw, c.org, agent, c.budget).await;
+        }
     }
 }
 
@@ -978,6 +999,8 @@ pub async fn set_webhook(
             "url must be an http:// or https:// URL of at most 2048 bytes".into(),
         ));
     }
+    crate::webhooks::check_url(&hook.url, gw.delivery().private)
+        .map_err(|e| BudgetError::Invalid(e.to_string()))?;
     let mut tx = gw.db().pool().begin().await?;
     sqlx::query(
         "INSERT INTO webhooks (org_id, url) VALUES ($1, $2)
@@ -1000,10 +1023,22 @@ pub async fn set_webhook(
     Ok(())
 }
 
+/// How alert webhooks are delivered.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    /// How long one delivery may take (resolving the name included).
+    pub timeout: std::time::Duration,
+    /// Whether a webhook may reach a loopback, private or link-local address
+    /// ([`crate::webhooks`]).
+    pub private: bool,
+}
+
 /// Delivers undelivered alerts to their organisations' webhooks, at least once each (a
 /// receiver deduplicates by `alert_id`). An alert is tried up to 10 times, one try per
-/// maintenance round.
-pub async fn deliver_webhooks(db: &Db, http: &reqwest::Client) -> Result<usize, BudgetError> {
+/// maintenance round. Each delivery resolves the webhook's host and, unless `private`
+/// webhooks are allowed, refuses (as a failed try) one that reaches inside the gateway's
+/// network; it connects to the address it checked and follows no redirect.
+pub async fn deliver_webhooks(db: &Db, delivery: &Delivery) -> Result<usize, BudgetError> {
     let due: Vec<(i64, Uuid, Uuid, i32, i64, String)> = sqlx::query_as(
         "SELECT a.id, a.org_id, a.budget_id, a.threshold,
                 (extract(epoch from a.at) * 1000)::bigint, w.url
@@ -1020,12 +1055,18 @@ pub async fn deliver_webhooks(db: &Db, http: &reqwest::Client) -> Result<usize, 
             "at_ms": at_ms,
             "event": match threshold { 80 => "budget.warning", 100 => "budget.reauthorisation_required", _ => "budget.hard_stop" },
         });
-        let ok = http
-            .post(&url)
-            .json(&body)
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success());
+        let ok = match crate::webhooks::client_for(&url, delivery.timeout, delivery.private).await {
+            Ok(http) => http
+                .post(&url)
+                .json(&body)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success()),
+            Err(e) => {
+                tracing::warn!(%org, error = %e, "alert webhook refused");
+                false
+            }
+        };
         sqlx::query(
             "UPDATE budget_alerts SET attempts = attempts + 1,
                     delivered_at = CASE WHEN $2 THEN now() ELSE NULL END WHERE id = $1",

@@ -687,12 +687,19 @@ async fn write(
         .await?;
     }
     // 5. Spend last, so budget rows stay locked for as short a time as possible.
-    let crossed = budgets::charge(&mut tx, &spend).await?;
+    let Some(inner) = gw.upgrade() else {
+        // The gateway is shutting down: nothing is committed, and the callers are told.
+        return Err(sqlx::Error::PoolClosed);
+    };
+    let crossed = budgets::charge(&mut tx, &inner.audit, &spend).await?;
     tx.commit().await?;
-    if !crossed.is_empty()
-        && let Some(inner) = gw.upgrade()
-    {
-        budgets::after_charge(&crate::Gateway::from_inner(inner), crossed).await;
+    // The pauses sign and publish notices through the node: the writer, and so every
+    // acknowledgement waiting on it, does not wait for that. The hard stop itself is in the
+    // committed budget row, so reservations are refused from now on whatever the pause does.
+    if !crossed.is_empty() {
+        tokio::spawn(async move {
+            budgets::after_charge(&crate::Gateway::from_inner(inner), crossed).await;
+        });
     }
     Ok(reports)
 }

@@ -90,6 +90,9 @@ pub enum KeyError {
     /// No such key in the caller's organisation.
     #[error("no such key")]
     NotFound,
+    /// This address asked the database about keys too often; retry after the wait.
+    #[error("too many key checks from this address; retry in {} ms", .0.as_millis())]
+    Throttled(std::time::Duration),
     /// The database failed.
     #[error(transparent)]
     Db(#[from] DbError),

@@ -25,6 +25,7 @@ pub mod pauses;
 pub mod policies;
 mod reserver;
 pub mod runs;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -120,6 +121,17 @@ pub struct GatewayConfig {
     pub ingest: ingest::WriterConfig,
     /// How long a webhook delivery may take.
     pub webhook_timeout: Duration,
+    /// Whether alert webhooks may point at loopback, private and link-local addresses
+    /// ([`webhooks`]). Default false: an admin's URL cannot reach inside the gateway's
+    /// network.
+    pub private_webhooks: bool,
+    /// Key checks per minute one client address may send to the database (checks the
+    /// cache answers are free), and the burst above that: bad keys cannot flood the
+    /// database, and valid ones are looked up once a second at most
+    /// ([`keys::AUTH_CACHE_TTL`]).
+    pub lookups_per_minute: u32,
+    /// The burst of key checks one address may send at once.
+    pub lookups_burst: u32,
 }
 
 impl Default for GatewayConfig {
@@ -129,6 +141,9 @@ impl Default for GatewayConfig {
             rate_burst: 1_000,
             ingest: ingest::WriterConfig::default(),
             webhook_timeout: Duration::from_secs(5),
+            private_webhooks: false,
+            lookups_per_minute: 3_000,
+            lookups_burst: 600,
         }
     }
 }
@@ -149,6 +164,8 @@ pub(crate) struct Inner {
     limiter: api::KeyLimiter,
     metrics: api::Metrics,
     auth: keys::AuthCache,
+    delivery: budgets::Delivery,
+    lookups: api::AddrLimiter,
 }
 
 impl Gateway {
@@ -167,6 +184,11 @@ impl Gateway {
             limiter: api::KeyLimiter::new(config.rate_per_minute, config.rate_burst),
             metrics: api::Metrics::default(),
             auth: keys::AuthCache::default(),
+            lookups: api::AddrLimiter::new(config.lookups_per_minute, config.lookups_burst),
+            delivery: budgets::Delivery {
+                timeout: config.webhook_timeout,
+                private: config.private_webhooks,
+            },
             db,
             audit,
             publisher: network,
@@ -205,10 +227,27 @@ impl Gateway {
     /// Checks a presented key (`agn_<id>_<secret>`) and returns who it is. A key checked in
     /// the last [`keys::AUTH_CACHE_TTL`] is not looked up again.
     pub async fn authenticate(&self, presented: &str) -> Result<keys::Principal, keys::KeyError> {
+        self.authenticate_from(presented, None).await
+    }
+
+    /// [`Gateway::authenticate`] for a request from `addr`: a check the cache cannot answer
+    /// takes one database lookup from that address's allowance
+    /// ([`GatewayConfig::lookups_per_minute`]), or is refused with how long to wait.
+    pub async fn authenticate_from(
+        &self,
+        presented: &str,
+        addr: Option<std::net::IpAddr>,
+    ) -> Result<keys::Principal, keys::KeyError> {
         let (key_id, secret) = keys::parse(presented)?;
         let hash = keys::hash(secret);
         if let Some(principal) = self.inner.auth.get(key_id, &hash) {
             return Ok(principal);
+        }
+        if let Some(addr) = addr {
+            self.inner
+                .lookups
+                .check(addr)
+                .map_err(keys::KeyError::Throttled)?;
         }
         let principal = keys::authenticate(self.db(), presented).await?;
         self.inner.auth.put(key_id, hash, principal.clone());
@@ -224,6 +263,11 @@ impl Gateway {
         &self.inner.reserver
     }
 
+    /// How alert webhooks are delivered.
+    pub fn delivery(&self) -> &budgets::Delivery {
+        &self.inner.delivery
+    }
+
     pub(crate) fn limiter(&self) -> &api::KeyLimiter {
         &self.inner.limiter
     }
@@ -235,30 +279,26 @@ impl Gateway {
     /// Runs the gateway's periodic chores until the process ends: releasing expired
     /// reservations, signing audit checkpoints, keeping partitions ahead of time and
     /// delivering alert webhooks.
-    pub async fn run_maintenance(self, webhook_timeout: Duration) {
+    pub async fn run_maintenance(self) {
         // Webhooks in a task of their own: a slow receiver must not hold up the rest.
-        if let Ok(http) = reqwest::Client::builder()
-            .timeout(webhook_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-        {
-            let db = self.db().clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(5));
-                loop {
-                    tick.tick().await;
-                    if let Err(e) = budgets::deliver_webhooks(&db, &http).await {
-                        tracing::warn!(error = %e, "cannot deliver alert webhooks");
-                    }
+        let db = self.db().clone();
+        let delivery = self.delivery().clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                if let Err(e) = budgets::deliver_webhooks(&db, &delivery).await {
+                    tracing::warn!(error = %e, "cannot deliver alert webhooks");
                 }
-            });
-        }
+            }
+        });
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         let mut last_checkpoint = tokio::time::Instant::now();
         let mut last_partitions: Option<tokio::time::Instant> = None;
         loop {
             tick.tick().await;
             self.limiter().prune();
+            self.inner.lookups.prune();
             if let Err(e) = budgets::release_expired(self.db()).await {
                 tracing::warn!(error = %e, "cannot release expired reservations");
             }

@@ -48,6 +48,11 @@ struct Cli {
     /// Requests per minute per API key.
     #[arg(long, default_value_t = 6000)]
     rate_per_minute: u32,
+    /// Let alert webhooks point at loopback, private and link-local addresses (a
+    /// receiver on this machine or inside this network). Off, a webhook must reach a
+    /// public address.
+    #[arg(long)]
+    allow_private_webhooks: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -159,11 +164,15 @@ async fn serve(cli: &Cli, dir: &Path) -> Result<()> {
         let _ = tcp.set_nodelay(true);
     });
     let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await
+        // The client's address: key checks that reach the database are limited per address.
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
     });
     eprintln!(
         "agentnet-gateway {} listening on http://{}",
@@ -200,13 +209,13 @@ async fn serve(cli: &Cli, dir: &Path) -> Result<()> {
     };
     let config = GatewayConfig {
         rate_per_minute: cli.rate_per_minute,
+        private_webhooks: cli.allow_private_webhooks,
         ..GatewayConfig::default()
     };
-    let webhook_timeout = config.webhook_timeout;
     let gw = Gateway::new(db, key, network, config);
     startup.ready(gw.clone());
     tracing::info!("database ready; serving /api/v1");
-    tokio::spawn(gw.run_maintenance(webhook_timeout));
+    tokio::spawn(gw.run_maintenance());
     let served = server.await.context("the server task failed")?;
     if let Some(node) = node {
         let _ = node.shutdown().await;

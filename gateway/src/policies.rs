@@ -346,12 +346,14 @@ pub(crate) async fn open_intent_approval(
     request: &ReserveRequest,
 ) -> Result<Uuid, sqlx::Error> {
     let mut tx = gw.db().pool().begin().await?;
-    let opened: Option<(Uuid,)> = sqlx::query_as(
+    // `xmax = 0` tells a new row from one the conflict updated: only a new request is
+    // audited, not every retry of it.
+    let opened: Option<(Uuid, bool)> = sqlx::query_as(
         "INSERT INTO approvals (id, org_id, kind, policy_id, agent, capability, amount_micros, status, requested_by)
          VALUES ($1, $2, 'intent', $3, $4, $5, $6, 'pending', $7)
          ON CONFLICT (org_id, policy_id, agent, capability) WHERE kind = 'intent' AND status = 'pending'
          DO UPDATE SET amount_micros = GREATEST(approvals.amount_micros, EXCLUDED.amount_micros)
-         RETURNING id",
+         RETURNING id, (xmax = 0)",
     )
     .bind(Uuid::new_v4())
     .bind(caller.org_id)
@@ -362,8 +364,26 @@ pub(crate) async fn open_intent_approval(
     .bind(&caller.key_id)
     .fetch_optional(&mut *tx)
     .await?;
+    let Some((id, new)) = opened else {
+        tx.commit().await?;
+        return Ok(Uuid::nil());
+    };
+    if new {
+        gw.audit()
+            .record(
+                &mut tx,
+                caller,
+                "approval.request",
+                &id.to_string(),
+                &format!(
+                    "kind=intent; policy={policy}; agent={}; capability={}; amount_micros={}",
+                    request.agent, request.capability, request.amount_micros
+                ),
+            )
+            .await?;
+    }
     tx.commit().await?;
-    Ok(opened.map(|(id,)| id).unwrap_or_else(Uuid::nil))
+    Ok(id)
 }
 
 /// The organisation's approvals, newest first, optionally only those with `status`.

@@ -146,7 +146,7 @@ async fn populate_a(http: &Http, key: &str) -> OrgA {
         key,
         Method::PUT,
         "/api/v1/webhook",
-        Some(json!({"url": "http://127.0.0.1:9/a-hook"})),
+        Some(json!({"url": "https://hooks.example.com/a-hook"})),
     )
     .await;
     let s = |v: &Value| v.as_str().expect("str").to_owned();
@@ -450,7 +450,7 @@ async fn an_admin_of_one_org_can_read_or_change_nothing_of_another_through_any_e
             Method::PUT,
             "/api/v1/webhook",
             "/api/v1/webhook".into(),
-            Some(json!({"url": "http://127.0.0.1:9/b-hook"})),
+            Some(json!({"url": "https://hooks.example.com/b-hook"})),
         ),
         (
             Method::GET,

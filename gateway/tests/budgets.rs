@@ -704,7 +704,15 @@ async fn alerts_reach_the_webhook_once() {
     let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let t = gateway().await;
+    // The receiver is on 127.0.0.1: this gateway allows private webhooks.
+    let t = gateway_with(
+        8,
+        GatewayConfig {
+            private_webhooks: true,
+            ..GatewayConfig::default()
+        },
+    )
+    .await;
     let gw = &t.gw;
     let (admin, _) = admin(gw, "acme").await;
     let b = org_budget(gw, &admin, 1_000).await;
@@ -721,15 +729,14 @@ async fn alerts_reach_the_webhook_once() {
             .is_err(),
         "100%"
     );
-    let http = reqwest::Client::new();
     assert_eq!(
-        budgets::deliver_webhooks(gw.db(), &http)
+        budgets::deliver_webhooks(gw.db(), gw.delivery())
             .await
             .expect("deliver"),
         2
     );
     assert_eq!(
-        budgets::deliver_webhooks(gw.db(), &http)
+        budgets::deliver_webhooks(gw.db(), gw.delivery())
             .await
             .expect("again"),
         0,
@@ -760,6 +767,57 @@ async fn alerts_reach_the_webhook_once() {
             .iter()
             .all(|a| a.delivered_at_ms.is_some())
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_cannot_reach_inside_the_gateways_network() {
+    let t = gateway().await;
+    let gw = &t.gw;
+    let (admin, _) = admin(gw, "acme").await;
+    for url in [
+        "http://127.0.0.1:9/hook",
+        "http://localhost/hook",
+        "http://[::1]/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.0.0.7/hook",
+    ] {
+        let refused = budgets::set_webhook(
+            gw,
+            &admin,
+            &budgets::Webhook {
+                url: url.to_owned(),
+            },
+        )
+        .await;
+        assert!(
+            matches!(&refused, Err(BudgetError::Invalid(m)) if m.contains("public address")),
+            "{url}: {refused:?}"
+        );
+    }
+    // A URL set while private webhooks were allowed (or a name that resolves inside the
+    // network) is checked again at delivery: refused, counted as a failed try.
+    sqlx::query("INSERT INTO webhooks (org_id, url) VALUES ($1, 'http://localhost.:9/hook')")
+        .bind(admin.org_id)
+        .execute(gw.db().pool())
+        .await
+        .expect("webhook row");
+    let b = org_budget(gw, &admin, 1_000).await;
+    budgets::reserve(gw, &admin, &request(&agent_did(), 850))
+        .await
+        .expect("80%");
+    assert_eq!(
+        budgets::deliver_webhooks(gw.db(), gw.delivery())
+            .await
+            .expect("deliver"),
+        0
+    );
+    let (attempts,): (i32,) =
+        sqlx::query_as("SELECT attempts FROM budget_alerts WHERE budget_id = $1")
+            .bind(b.id)
+            .fetch_one(gw.db().pool())
+            .await
+            .expect("alert");
+    assert_eq!(attempts, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -294,6 +294,62 @@ async fn ingested_spend_counts_against_budgets_and_fires_the_ladder() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingested_spend_past_an_org_stop_pauses_every_agent_that_spent() {
+    let t = gateway().await;
+    let gw = &t.gw;
+    let (admin, _) = admin(gw, "acme").await;
+    let spenders = [agent_did(), agent_did()];
+    let bystander = agent_did();
+    for (i, did) in spenders.iter().chain([&bystander]).enumerate() {
+        orgs::create_agent(
+            gw,
+            &admin,
+            &AgentRequest {
+                did: did.clone(),
+                name: format!("agent-{i}"),
+                team_id: None,
+            },
+        )
+        .await
+        .expect("agent");
+    }
+    budgets::create(
+        gw,
+        &admin,
+        &NewBudget {
+            scope: Scope::Org,
+            scope_id: admin.org_id.to_string(),
+            period: Period::Total,
+            currency: "USD".into(),
+            limit_micros: 100,
+            auto_pause: true,
+        },
+    )
+    .await
+    .expect("budget");
+    // One batch, two agents, 2 × 12 runs × 5 events × 1 micro = 120 micros: the hard stop.
+    let mut request = batch("a", &spenders[0], 12, 5, now_ms() - HOUR);
+    request
+        .runs
+        .extend(batch("b", &spenders[1], 12, 5, now_ms() - HOUR).runs);
+    gw.ingest().ingest(&admin, request).await.expect("ingest");
+    let mut paused = Vec::new();
+    for _ in 0..200 {
+        paused = agentnet_gateway::pauses::paused(gw, &admin)
+            .await
+            .expect("paused");
+        if paused.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    paused.sort();
+    let mut want = spenders.to_vec();
+    want.sort();
+    assert_eq!(paused, want, "both spenders, and only they, are paused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_batch_is_refused_whole() {
     let t = gateway().await;
     let (admin, _) = admin(&t.gw, "acme").await;

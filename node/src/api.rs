@@ -1233,6 +1233,12 @@ async fn metrics(State(node): State<NodeHandle>) -> Result<Response, ApiError> {
         m.gossip_dropped,
     );
     put(
+        "gossip_repaired_total",
+        "counter",
+        "Records sync brought that this node gossiped again.",
+        m.gossip_repaired,
+    );
+    put(
         "synced_records_total",
         "counter",
         "Records learnt by anti-entropy.",

@@ -166,6 +166,8 @@ pub struct MetricsSnapshot {
     pub gossip_bytes: u64,
     /// Gossip messages dropped unread by fault injection (`NodeConfig::gossip_loss`).
     pub gossip_dropped: u64,
+    /// Records sync brought that this node gossiped again (`specs/sync.md#repair`).
+    pub gossip_repaired: u64,
     /// Records learnt by anti-entropy.
     pub synced_records: u64,
     /// Intents sent.
@@ -555,6 +557,7 @@ impl NodeHandle {
             gossip_received: get(&m.gossip_received),
             gossip_bytes: get(&m.gossip_bytes),
             gossip_dropped: get(&m.gossip_dropped),
+            gossip_repaired: get(&m.gossip_repaired),
             synced_records: get(&m.synced_records),
             intents_sent: get(&m.intents_sent),
             intents_received: get(&m.intents_received),

@@ -462,6 +462,7 @@ fn build_swarm(keypair: &Keypair, config: &NodeConfig) -> Result<Swarm<Behaviour
     let net = |e: &dyn std::fmt::Display| NodeError::Network(e.to_string());
     let gossip_config = gossipsub::ConfigBuilder::default()
         .validation_mode(gossipsub::ValidationMode::Strict)
+        .message_id_fn(message_id)
         .validate_messages()
         .max_transmit_size(MAX_GOSSIP_MESSAGE)
         .heartbeat_interval(Duration::from_millis(500))
@@ -678,6 +679,46 @@ struct Fetches {
     /// once (a joiner's or a healed node's syncs overlap) is fetched from one of them, not
     /// verified and applied once per peer.
     wanted: HashMap<SyncTable, HashSet<Vec<u8>>>,
+    /// Records sync brought that this node gossips again.
+    repairs: Repairs,
+}
+
+/// The most records a node gossips again per second ([`Repairs`]); beyond that, sync alone
+/// carries them.
+const REPAIRS_PER_SECOND: usize = 256;
+
+/// Gossiping again the records that sync brought but gossip should have
+/// (`specs/sync.md#repair`): which ones is [`Peers::should_repair`]'s call, how many a
+/// second is bounded here.
+#[derive(Debug, Default)]
+struct Repairs {
+    /// Off on a node with gossip off.
+    enabled: bool,
+    /// The start of the current one-second window and the repairs sent in it.
+    window: Option<Instant>,
+    sent: usize,
+}
+
+impl Repairs {
+    /// Takes one repair from this second's allowance.
+    fn admit(&mut self, now: Instant) -> bool {
+        if !self.enabled {
+            return false;
+        }
+        match self.window {
+            Some(start) if now.saturating_duration_since(start) < Duration::from_secs(1) => {}
+            _ => {
+                self.window = Some(now);
+                self.sent = 0;
+            }
+        }
+        if self.sent < REPAIRS_PER_SECOND {
+            self.sent += 1;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// How often a node that learnt records by sync reconciles that table with its other
@@ -934,8 +975,9 @@ fn on_sync(
                     let returned = envelopes.len();
                     let mut applied = 0usize;
                     for envelope in envelopes {
-                        match shared.ingest(&envelope, Timestamp::now(), Origin::Network) {
-                            Ok(Ingested::Applied(change)) => {
+                        let now = Timestamp::now();
+                        match shared.ingest(&envelope, now, Origin::Network) {
+                            Ok(Ingested::Applied(change, issued_at)) => {
                                 applied += 1;
                                 Metrics::bump(&shared.metrics.synced_records);
                                 if let Change::Card {
@@ -943,6 +985,11 @@ fn on_sync(
                                 } = &change
                                 {
                                     announce(swarm, &change);
+                                }
+                                if peers.should_repair(issued_at, now)
+                                    && fetches.repairs.admit(Instant::now())
+                                {
+                                    repair(swarm, shared, change.table(), envelope);
                                 }
                             }
                             Ok(Ingested::Stale) => {}
@@ -987,6 +1034,32 @@ fn on_sync(
             fetches.pump(swarm, peer);
         }
     }
+}
+
+/// Gossips again a record that sync brought ([`Repairs`]). Message ids are content
+/// addressed ([`message_id`]), so a peer that already saw the record on gossip drops the
+/// copy before reading it, and however many nodes repair one record, each node handles
+/// it once.
+fn repair(swarm: &mut Swarm<Behaviour>, shared: &Shared, table: SyncTable, envelope: Vec<u8>) {
+    match swarm
+        .behaviour_mut()
+        .gossipsub
+        .publish(topic_of(table), envelope)
+    {
+        Ok(_) => Metrics::bump(&shared.metrics.gossip_repaired),
+        // A duplicate: this node saw it on gossip after all. No peers: nobody to tell.
+        Err(e) => tracing::debug!(error = %e, "gossip repair"),
+    }
+}
+
+/// A gossip message's id: the first 20 bytes of the SHA-256 of its data (the encoded
+/// envelope), whoever published it (`specs/protocol.md#gossip-topics`). With gossipsub's
+/// default id (publisher and sequence number), a record gossiped again by another node
+/// would be a new message to every node.
+fn message_id(message: &gossipsub::Message) -> gossipsub::MessageId {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(&message.data);
+    gossipsub::MessageId::from(&digest[..20])
 }
 
 /// Host lookups in flight: the reply and the providers found so far.
@@ -1047,11 +1120,11 @@ fn on_gossip(
             MessageAcceptance::Reject
         }
         Some(table) => match shared.ingest(&message.data, Timestamp::now(), Origin::Network) {
-            Ok(Ingested::Applied(change)) if change.table() == *table => {
+            Ok(Ingested::Applied(change, _)) if change.table() == *table => {
                 Metrics::bump(&shared.metrics.gossip_accepted);
                 MessageAcceptance::Accept
             }
-            Ok(Ingested::Applied(_)) => {
+            Ok(Ingested::Applied(..)) => {
                 // Valid, so applied, but sent on the wrong topic: not forwarded there.
                 penalise(
                     swarm,
@@ -1091,7 +1164,7 @@ fn publish(
     bytes: Vec<u8>,
 ) -> Result<(), NodeError> {
     match shared.ingest(&bytes, Timestamp::now(), Origin::Local) {
-        Ok(Ingested::Applied(change)) => {
+        Ok(Ingested::Applied(change, _)) => {
             announce(swarm, &change);
             // No subscribed peer yet is not an error: the record is stored, and
             // anti-entropy delivers it later.
@@ -1170,6 +1243,7 @@ async fn run(
         TABLES.iter().map(|t| (topic_of(*t).hash(), *t)).collect();
     let mut pending: Pending = HashMap::new();
     let mut fetches = Fetches::default();
+    fetches.repairs.enabled = gossip;
     let mut ticker = tokio::time::interval(sync_interval);
     ticker.tick().await;
     let mut round_robin = 0usize;

@@ -48,6 +48,7 @@ pub(crate) struct Metrics {
     pub(crate) gossip_bytes: AtomicU64,
     pub(crate) gossip_dropped: AtomicU64,
     pub(crate) synced_records: AtomicU64,
+    pub(crate) gossip_repaired: AtomicU64,
     pub(crate) intents_sent: AtomicU64,
     pub(crate) intents_received: AtomicU64,
     pub(crate) intents_rejected: AtomicU64,
@@ -115,8 +116,8 @@ fn fault(e: &(impl PeerFault + std::fmt::Display)) -> Refusal {
 /// What ingesting a signed record did.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Ingested {
-    /// New: stored and applied; forward it.
-    Applied(Change),
+    /// New: stored and applied; forward it. With the record's `issued_at`.
+    Applied(Change, Timestamp),
     /// Already known, older than what the store holds, or not this node's business.
     Stale,
 }
@@ -301,11 +302,14 @@ impl Shared {
                     PutOutcome::Inserted | PutOutcome::Replaced => {
                         // Announced in the DHT only if this node holds the agent's key: a
                         // card naming this node as host proves nothing by itself.
-                        Ok(Ingested::Applied(Change::Card {
-                            hosted_here: card.host == self.peer_id
-                                && read(&self.agents).contains_key(&card.did),
-                            did: card.did,
-                        }))
+                        Ok(Ingested::Applied(
+                            Change::Card {
+                                hosted_here: card.host == self.peer_id
+                                    && read(&self.agents).contains_key(&card.did),
+                                did: card.did,
+                            },
+                            card.issued_at,
+                        ))
                     }
                 }
             }
@@ -322,7 +326,10 @@ impl Shared {
                     PutOutcome::Stale => Ok(Ingested::Stale),
                     PutOutcome::Inserted | PutOutcome::Replaced => {
                         index.remove(&tombstone.did);
-                        Ok(Ingested::Applied(Change::Removed(tombstone.did)))
+                        Ok(Ingested::Applied(
+                            Change::Removed(tombstone.did),
+                            tombstone.issued_at,
+                        ))
                     }
                 }
             }
@@ -350,7 +357,7 @@ impl Shared {
                     PutOutcome::Stale => Ok(Ingested::Stale),
                     PutOutcome::Inserted | PutOutcome::Replaced => {
                         pauses.apply(&notice, &governed);
-                        Ok(Ingested::Applied(Change::Pause))
+                        Ok(Ingested::Applied(Change::Pause, notice.issued_at))
                     }
                 }
             }
@@ -369,9 +376,10 @@ impl Shared {
                 }
                 match self.put(origin, SyncTable::Attestations, &record)? {
                     PutOutcome::Stale => Ok(Ingested::Stale),
-                    PutOutcome::Inserted | PutOutcome::Replaced => {
-                        Ok(Ingested::Applied(Change::Attestation))
-                    }
+                    PutOutcome::Inserted | PutOutcome::Replaced => Ok(Ingested::Applied(
+                        Change::Attestation,
+                        attestation.issued_at,
+                    )),
                 }
             }
             other => Err(Refusal::Fault(

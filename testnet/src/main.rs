@@ -499,6 +499,18 @@ async fn measure(
                             p.capabilities.to_string(),
                         ),
                         ("heal to full agreement".into(), ms(p.heal_ms)),
+                        (
+                            "records learnt by sync per node while healing".into(),
+                            format!("{:.1}", p.heal_traffic.synced_per_node),
+                        ),
+                        (
+                            "of those gossiped again (repair) per node".into(),
+                            format!("{:.1}", p.heal_traffic.repaired_per_node),
+                        ),
+                        (
+                            "gossip messages per node while healing".into(),
+                            format!("{:.1}", p.heal_traffic.messages_per_node),
+                        ),
                     ],
                     charts: vec![chart(
                         format!("{tag}partition_convergence.svg"),

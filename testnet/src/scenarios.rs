@@ -69,6 +69,9 @@ pub struct Traffic {
     pub duplicates_per_node: f64,
     /// Records learnt by anti-entropy instead, per node.
     pub synced_per_node: f64,
+    /// Records learnt by sync that the node gossiped again (`specs/sync.md#repair`), per
+    /// node.
+    pub repaired_per_node: f64,
 }
 
 /// Sums of the counters [`Traffic`] is made of.
@@ -78,6 +81,7 @@ struct Counters {
     bytes: u64,
     stale: u64,
     synced: u64,
+    repaired: u64,
     nodes: usize,
 }
 
@@ -91,6 +95,7 @@ async fn counters(net: &Testnet) -> Result<Counters, TestnetError> {
         c.bytes += m.gossip_bytes;
         c.stale += m.gossip_ignored;
         c.synced += m.synced_records;
+        c.repaired += m.gossip_repaired;
         c.nodes += 1;
     }
     Ok(c)
@@ -103,6 +108,7 @@ fn traffic(before: Counters, after: Counters, per: usize) -> Traffic {
         bytes_per_node: after.bytes.saturating_sub(before.bytes) as f64 / div,
         duplicates_per_node: after.stale.saturating_sub(before.stale) as f64 / div,
         synced_per_node: after.synced.saturating_sub(before.synced) as f64 / div,
+        repaired_per_node: after.repaired.saturating_sub(before.repaired) as f64 / div,
     }
 }
 
@@ -439,6 +445,8 @@ pub struct Partition {
     pub curve: Vec<Point>,
     /// When the heal began on that clock.
     pub healed_at_s: f64,
+    /// Traffic per node from the heal until full agreement.
+    pub heal_traffic: Traffic,
 }
 
 /// Splits the running nodes 50/50 (a seeded shuffle; each side joined up by a ring of its
@@ -518,18 +526,22 @@ pub async fn partition(
         ));
     }
     let healed_at_s = t0.elapsed().as_secs_f64();
+    let before_heal = counters(net).await?;
     let heal_started = Instant::now();
     net.heal().await?;
     let expected = base + 2 * cards_per_side;
     converge(net, expected, Duration::from_secs(60), t0, &mut curve).await?;
+    let heal_ms = heal_started.elapsed().as_secs_f64() * 1e3;
+    let heal_traffic = traffic(before_heal, counters(net).await?, 1);
     Ok(Partition {
         sides: [sides[0].len(), sides[1].len()],
         cards_per_side,
         capabilities: expected,
         split_held,
-        heal_ms: heal_started.elapsed().as_secs_f64() * 1e3,
+        heal_ms,
         curve,
         healed_at_s,
+        heal_traffic,
     })
 }
 

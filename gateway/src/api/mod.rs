@@ -172,6 +172,12 @@ impl From<KeyError> for ApiError {
             }
             KeyError::BadRequest(m) => ApiError::bad_request(m),
             KeyError::NotFound => ApiError::not_found(e.to_string()),
+            KeyError::Throttled(wait) => {
+                let mut api =
+                    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", e.to_string());
+                api.retry_after = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
+                api
+            }
             KeyError::Db(e) => e.into(),
         }
     }
@@ -308,6 +314,42 @@ impl KeyLimiter {
 
     /// Forgets keys whose allowance is full again, so memory stays bounded by the keys
     /// active within the last refill time.
+    pub(crate) fn prune(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+    }
+}
+
+/// Per-address limits on key checks that reach the database.
+pub(crate) struct AddrLimiter {
+    limiter: DefaultKeyedRateLimiter<std::net::IpAddr>,
+}
+
+impl std::fmt::Debug for AddrLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AddrLimiter")
+            .field("addresses", &self.limiter.len())
+            .finish()
+    }
+}
+
+impl AddrLimiter {
+    pub(crate) fn new(per_minute: u32, burst: u32) -> Self {
+        let rate = NonZeroU32::new(per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN);
+        AddrLimiter {
+            limiter: DefaultKeyedRateLimiter::keyed(Quota::per_minute(rate).allow_burst(burst)),
+        }
+    }
+
+    /// Takes one lookup from `addr`'s allowance, or says how long to wait.
+    pub(crate) fn check(&self, addr: std::net::IpAddr) -> Result<(), Duration> {
+        self.limiter.check_key(&addr).map_err(|not_until| {
+            not_until.wait_time_from(governor::clock::DefaultClock::default().now())
+        })
+    }
+
+    /// Forgets addresses whose allowance is full again.
     pub(crate) fn prune(&self) {
         self.limiter.retain_recent();
         self.limiter.shrink_to_fit();
@@ -451,7 +493,13 @@ impl FromRequestParts<Gateway> for Caller {
                 )
             })?;
         // Authenticated first: a caller who knows only a key's id cannot spend its allowance.
-        let principal = gw.authenticate(key).await?;
+        // A check the cache cannot answer costs the caller's address one database lookup
+        // from its own allowance, so that bad keys cannot flood the database.
+        let ip = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip());
+        let principal = gw.authenticate_from(key, ip).await?;
         if let Err(wait) = gw.limiter().check(&principal.key_id) {
             gw.metrics().rate_limited.fetch_add(1, Ordering::Relaxed);
             let mut e = ApiError::new(
