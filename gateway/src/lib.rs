@@ -246,7 +246,7 @@ impl Gateway {
         if let Some(addr) = addr {
             self.inner
                 .lookups
-                .check(addr)
+                .check(&addr)
                 .map_err(keys::KeyError::Throttled)?;
         }
         let principal = keys::authenticate(self.db(), presented).await?;

@@ -486,6 +486,19 @@ pub struct RegisterBody {
     pub card: Option<String>,
 }
 
+impl From<Capability> for CapabilityBody {
+    fn from(c: Capability) -> Self {
+        CapabilityBody {
+            price_micros: c.price.as_ref().map(|p| p.amount_micros),
+            currency: c.price.map(|p| p.currency),
+            name: c.name,
+            description: c.description,
+            tags: c.tags,
+            version: c.version,
+        }
+    }
+}
+
 /// The DID of a registered agent.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct DidBody {
@@ -618,14 +631,7 @@ fn card_body(node: &NodeHandle, card: AgentCard) -> CardBody {
         capabilities: card
             .capabilities
             .into_iter()
-            .map(|c| CapabilityBody {
-                price_micros: c.price.as_ref().map(|p| p.amount_micros),
-                currency: c.price.map(|p| p.currency),
-                name: c.name,
-                description: c.description,
-                tags: c.tags,
-                version: c.version,
-            })
+            .map(CapabilityBody::from)
             .collect(),
         endpoints: card.endpoints,
         host: card.host.to_string(),

@@ -369,14 +369,7 @@ impl NodeProcess {
             capabilities: spec
                 .capabilities
                 .into_iter()
-                .map(|c| CapabilityBody {
-                    price_micros: c.price.as_ref().map(|p| p.amount_micros),
-                    currency: c.price.map(|p| p.currency),
-                    name: c.name,
-                    description: c.description,
-                    tags: c.tags,
-                    version: c.version,
-                })
+                .map(CapabilityBody::from)
                 .collect(),
             endpoints: spec.endpoints,
             card: None,

@@ -281,75 +281,42 @@ impl From<IngestError> for ApiError {
     }
 }
 
-/// Per-key rate limits.
-pub(crate) struct KeyLimiter {
-    limiter: DefaultKeyedRateLimiter<String>,
+/// GCRA rate limits per key (an API key's id, a client address).
+pub(crate) struct Limiter<K: std::hash::Hash + Eq + Clone> {
+    limiter: DefaultKeyedRateLimiter<K>,
 }
 
-impl std::fmt::Debug for KeyLimiter {
+/// Per-key rate limits.
+pub(crate) type KeyLimiter = Limiter<String>;
+/// Per-address limits on key checks that reach the database.
+pub(crate) type AddrLimiter = Limiter<std::net::IpAddr>;
+
+impl<K: std::hash::Hash + Eq + Clone> std::fmt::Debug for Limiter<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyLimiter")
+        f.debug_struct("Limiter")
             .field("keys", &self.limiter.len())
             .finish()
     }
 }
 
-impl KeyLimiter {
+impl<K: std::hash::Hash + Eq + Clone> Limiter<K> {
     pub(crate) fn new(per_minute: u32, burst: u32) -> Self {
         let rate = NonZeroU32::new(per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN);
-        KeyLimiter {
+        Limiter {
             limiter: DefaultKeyedRateLimiter::keyed(Quota::per_minute(rate).allow_burst(burst)),
         }
     }
 
     /// Takes one request from `key`'s allowance, or says how long to wait.
-    fn check(&self, key: &str) -> Result<(), Duration> {
-        self.limiter
-            .check_key(&key.to_owned())
-            .map_err(|not_until| {
-                not_until.wait_time_from(governor::clock::DefaultClock::default().now())
-            })
-    }
-
-    /// Forgets keys whose allowance is full again, so memory stays bounded by the keys
-    /// active within the last refill time.
-    pub(crate) fn prune(&self) {
-        self.limiter.retain_recent();
-        self.limiter.shrink_to_fit();
-    }
-}
-
-/// Per-address limits on key checks that reach the database.
-pub(crate) struct AddrLimiter {
-    limiter: DefaultKeyedRateLimiter<std::net::IpAddr>,
-}
-
-impl std::fmt::Debug for AddrLimiter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AddrLimiter")
-            .field("addresses", &self.limiter.len())
-            .finish()
-    }
-}
-
-impl AddrLimiter {
-    pub(crate) fn new(per_minute: u32, burst: u32) -> Self {
-        let rate = NonZeroU32::new(per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
-        let burst = NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN);
-        AddrLimiter {
-            limiter: DefaultKeyedRateLimiter::keyed(Quota::per_minute(rate).allow_burst(burst)),
-        }
-    }
-
-    /// Takes one lookup from `addr`'s allowance, or says how long to wait.
-    pub(crate) fn check(&self, addr: std::net::IpAddr) -> Result<(), Duration> {
-        self.limiter.check_key(&addr).map_err(|not_until| {
+    pub(crate) fn check(&self, key: &K) -> Result<(), Duration> {
+        self.limiter.check_key(key).map_err(|not_until| {
             not_until.wait_time_from(governor::clock::DefaultClock::default().now())
         })
     }
 
-    /// Forgets addresses whose allowance is full again.
+    /// Forgets keys whose allowance is full again, so memory stays bounded by the keys
+    /// active within the last refill time.
     pub(crate) fn prune(&self) {
         self.limiter.retain_recent();
         self.limiter.shrink_to_fit();
