@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use agentnet_discovery::eval::{CatalogEntry, Query};
 use agentnet_discovery::{
-    CapabilityIndex, Embedder, IndexConfig, LexicalConfig, LexicalEmbedder, SearchQuery,
+    CapabilityIndex, Embedder, IndexConfig, Layout, LexicalConfig, LexicalEmbedder, SearchQuery,
 };
 use agentnet_protocol::{AgentCard, Capability, Did, Keypair, Timestamp};
 use anyhow::{Result, bail};
@@ -35,8 +35,11 @@ pub struct Latency {
 pub struct CrossoverPoint {
     /// Capabilities indexed.
     pub n: usize,
-    /// Search latency with the exact scan.
+    /// Search latency with the index's exact search (for lexical vectors, the inverted
+    /// lists of `exact-sparse`).
     pub exact: Latency,
+    /// Search latency with a scan of whole vectors (`exact`), the plain alternative.
+    pub scan: Latency,
     /// Search latency with HNSW.
     pub hnsw: Latency,
 }
@@ -60,8 +63,16 @@ pub struct SearchReport {
     pub filtered_search: Latency,
     /// Query embedding latency, reported apart from search.
     pub embed: Latency,
-    /// Search latency of the exact-scan index over the same cards (the baseline).
+    /// The exact backend of the index below its threshold.
+    pub exact_backend: String,
+    /// Search latency of the exact index over the same cards (the baseline).
     pub exact_search: Latency,
+    /// The filtered search on the exact index.
+    pub exact_filtered_search: Latency,
+    /// [`SearchReport::top10_agreement`] for the filtered search.
+    pub filtered_top10_agreement: f64,
+    /// Search latency of an index that scans whole vectors, over the same cards.
+    pub scan_search: Latency,
     /// `exact_search.p50_ms / search.p50_ms`.
     pub speedup_p50: f64,
     /// Mean share of the exact index's first page (10) found on the HNSW index's first page.
@@ -156,8 +167,18 @@ fn build(
     threshold: usize,
     cards: &[AgentCard],
 ) -> Result<(CapabilityIndex, f64)> {
+    build_with(embedder, threshold, None, cards)
+}
+
+fn build_with(
+    embedder: Box<dyn Embedder>,
+    threshold: usize,
+    layout: Option<Layout>,
+    cards: &[AgentCard],
+) -> Result<(CapabilityIndex, f64)> {
     let mut config = IndexConfig::default();
-    config.hnsw_threshold = threshold;
+    config.hnsw_threshold = Some(threshold);
+    config.layout = layout;
     let mut index = CapabilityIndex::with_embedder(embedder, config);
     let started = Instant::now();
     for card in cards {
@@ -229,6 +250,12 @@ pub fn run(
     let all_cards = cards(&catalog, n, seed);
     let (index, build_s) = build(make_embedder(embedder, model_dir)?, 0, &all_cards)?;
     let (exact, _) = build(make_embedder(embedder, model_dir)?, usize::MAX, &all_cards)?;
+    let (scan, _) = build_with(
+        make_embedder(embedder, model_dir)?,
+        usize::MAX,
+        Some(Layout::Dense),
+        &all_cards,
+    )?;
 
     let texts: Vec<String> = (0..query_count)
         .map(|i| query_list[i % query_list.len()].query.clone())
@@ -258,16 +285,21 @@ pub fn run(
     time_searches(&exact, &embedded[..embedded.len().min(50)], None)?;
     let (search, hnsw_pages) = time_searches(&index, &embedded, None)?;
     let (exact_search, exact_pages) = time_searches(&exact, &embedded, None)?;
-    let (filtered_search, _) = time_searches(&index, &embedded, tag.as_deref())?;
+    let (scan_search, _) = time_searches(&scan, &embedded, None)?;
+    let (filtered_search, filtered_pages) = time_searches(&index, &embedded, tag.as_deref())?;
+    let (exact_filtered_search, exact_filtered_pages) =
+        time_searches(&exact, &embedded, tag.as_deref())?;
     // Capability names are "<catalog id>-<i>".
     let entry = |name: &String| {
         name.rsplit_once('-')
             .map_or(name.clone(), |(e, _)| e.to_owned())
     };
-    let agreement = |key: &dyn Fn(&String) -> String| {
+    let agreement = |hnsw_pages: &[Vec<String>],
+                     exact_pages: &[Vec<String>],
+                     key: &dyn Fn(&String) -> String| {
         hnsw_pages
             .iter()
-            .zip(&exact_pages)
+            .zip(exact_pages)
             .map(|(h, e)| {
                 let found: Vec<String> = h.iter().map(key).collect();
                 if e.is_empty() {
@@ -279,20 +311,32 @@ pub fn run(
             .sum::<f64>()
             / hnsw_pages.len().max(1) as f64
     };
-    let top10_agreement = agreement(&|n: &String| n.clone());
-    let top10_entry_agreement = agreement(&entry);
+    let top10_agreement = agreement(&hnsw_pages, &exact_pages, &|n: &String| n.clone());
+    let top10_entry_agreement = agreement(&hnsw_pages, &exact_pages, &entry);
+    let filtered_top10_agreement =
+        agreement(&filtered_pages, &exact_filtered_pages, &|n: &String| {
+            n.clone()
+        });
 
     let mut crossover = Vec::new();
     for &size in sweep {
         let subset = &all_cards[..size.min(all_cards.len())];
         let (h, _) = build(make_embedder(embedder, model_dir)?, 0, subset)?;
         let (e, _) = build(make_embedder(embedder, model_dir)?, usize::MAX, subset)?;
+        let (s, _) = build_with(
+            make_embedder(embedder, model_dir)?,
+            usize::MAX,
+            Some(Layout::Dense),
+            subset,
+        )?;
         let some = &embedded[..embedded.len().min(300)];
-        time_searches(&h, &some[..some.len().min(30)], None)?;
-        time_searches(&e, &some[..some.len().min(30)], None)?;
+        for warm in [&h, &e, &s] {
+            time_searches(warm, &some[..some.len().min(30)], None)?;
+        }
         crossover.push(CrossoverPoint {
             n: subset.len(),
             exact: time_searches(&e, some, None)?.0,
+            scan: time_searches(&s, some, None)?.0,
             hnsw: time_searches(&h, some, None)?.0,
         });
     }
@@ -303,6 +347,10 @@ pub fn run(
         queries: embedded.len(),
         seed,
         backend: index.backend().to_owned(),
+        exact_backend: exact.backend().to_owned(),
+        exact_filtered_search,
+        filtered_top10_agreement,
+        scan_search,
         speedup_p50: exact_search.p50_ms / search.p50_ms.max(1e-9),
         search,
         filtered_search,

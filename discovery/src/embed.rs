@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use crate::text::{
     FNV_OFFSET, NgramWindows, Prehashed, fnv1a_extend, for_each_word, is_stopword, stem,
 };
+use crate::vector::Layout;
 
 /// Why text could not be embedded.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -81,6 +82,12 @@ pub trait Embedder: Send + Sync {
     /// Whether vectors depend on the documents counted by [`Embedder::add_document`].
     fn learns_from_corpus(&self) -> bool {
         false
+    }
+
+    /// Whether most entries of this embedder's vectors are zero ([`Layout::Sparse`]) or
+    /// not ([`Layout::Dense`], the default); an index searches them accordingly.
+    fn layout(&self) -> Layout {
+        Layout::Dense
     }
 
     /// Counts a newly indexed document towards corpus statistics (only embedders that learn
@@ -306,6 +313,11 @@ impl Embedder for LexicalEmbedder {
 
     fn learns_from_corpus(&self) -> bool {
         true
+    }
+
+    /// A text sets a few hundred of the buckets, a query fewer than a hundred.
+    fn layout(&self) -> Layout {
+        Layout::Sparse
     }
 
     fn add_document(&mut self, text: &str) {

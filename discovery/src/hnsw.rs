@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
-use crate::vector::{ExactCopies, ExactIndex, VectorError, VectorIndex};
+use crate::sparse::SparseIndex;
+use crate::vector::{ExactCopies, ExactIndex, Layout, VectorError, VectorIndex};
 
 /// HNSW parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -269,6 +270,7 @@ impl VectorIndex for HnswIndex {
 #[derive(Debug)]
 pub struct AdaptiveIndex {
     dim: usize,
+    layout: Layout,
     /// The size at which the next build starts: the threshold, doubled after a failure.
     next_build: usize,
     config: HnswConfig,
@@ -284,10 +286,57 @@ pub struct AdaptiveIndex {
 
 #[derive(Debug)]
 enum Backend {
-    Exact(ExactIndex),
+    Exact(Scan),
     /// The exact scan serves while `build` builds the graph.
-    Building(ExactIndex, Build),
+    Building(Scan, Build),
     Hnsw(HnswIndex),
+}
+
+/// The exact index an adaptive index serves from below its threshold.
+#[derive(Debug)]
+enum Scan {
+    Dense(ExactIndex),
+    Sparse(SparseIndex),
+}
+
+impl Scan {
+    fn new(dim: usize, layout: Layout) -> Self {
+        match layout {
+            Layout::Dense => Scan::Dense(ExactIndex::new(dim)),
+            Layout::Sparse => Scan::Sparse(SparseIndex::new(dim)),
+        }
+    }
+
+    fn index(&self) -> &dyn VectorIndex {
+        match self {
+            Scan::Dense(e) => e,
+            Scan::Sparse(s) => s,
+        }
+    }
+
+    fn index_mut(&mut self) -> &mut dyn VectorIndex {
+        match self {
+            Scan::Dense(e) => e,
+            Scan::Sparse(s) => s,
+        }
+    }
+
+    /// The vector of `id`, if present.
+    fn get(&self, id: u32) -> Option<Vec<f32>> {
+        match self {
+            Scan::Dense(e) => e.get(id).map(<[f32]>::to_vec),
+            Scan::Sparse(s) => s.get(id),
+        }
+    }
+
+    /// Every vector held, as a [`Source`] that owns them.
+    fn copied(&self) -> Source {
+        let pairs: Vec<(u32, Vec<f32>)> = match self {
+            Scan::Dense(e) => e.iter().map(|(id, v)| (id, v.to_vec())).collect(),
+            Scan::Sparse(s) => s.iter().collect(),
+        };
+        Box::new(pairs.into_iter().map(|(id, v)| (id, Some(v))))
+    }
 }
 
 /// Where an index is in its move from the exact scan to HNSW.
@@ -333,55 +382,67 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Graph builds running at once in this process: half the cores, at least one.
+/// Background index jobs (graph builds, re-embeddings) running at once in this process:
+/// half the cores, at least one.
 pub fn max_concurrent_builds() -> usize {
     std::thread::available_parallelism().map_or(1, |p| (p.get() / 2).max(1))
 }
 
-/// The process-wide count of running builds.
-static RUNNING_BUILDS: Mutex<usize> = Mutex::new(0);
-static BUILD_FINISHED: Condvar = Condvar::new();
+/// The process-wide count of running background jobs.
+static RUNNING_JOBS: Mutex<usize> = Mutex::new(0);
+static JOB_FINISHED: Condvar = Condvar::new();
 
-/// A place among the running builds, given back on drop.
-struct BuildPermit;
+/// A place among the background index jobs of this process ([`max_concurrent_builds`] at
+/// once), given back on drop. Graph builds take one; so should anything else that does
+/// index work in the background, such as a [`crate::RefreshJob`], so that many indexes in
+/// one process (a testnet) never take every core from the work in the foreground.
+#[derive(Debug)]
+pub struct BackgroundPermit(());
 
-impl BuildPermit {
+impl BackgroundPermit {
+    /// Waits for a place.
+    pub fn acquire() -> BackgroundPermit {
+        let mut running = lock(&RUNNING_JOBS);
+        while *running >= max_concurrent_builds() {
+            running = JOB_FINISHED
+                .wait(running)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        *running += 1;
+        BackgroundPermit(())
+    }
+
     /// Waits for a place; `None` if `cancelled` is set meanwhile.
-    fn acquire(cancelled: &AtomicBool) -> Option<BuildPermit> {
+    fn acquire_unless(cancelled: &AtomicBool) -> Option<BackgroundPermit> {
         let max = max_concurrent_builds();
-        let mut running = lock(&RUNNING_BUILDS);
+        let mut running = lock(&RUNNING_JOBS);
         loop {
             if cancelled.load(Ordering::Relaxed) {
                 return None;
             }
             if *running < max {
                 *running += 1;
-                return Some(BuildPermit);
+                return Some(BackgroundPermit(()));
             }
-            running = BUILD_FINISHED
+            running = JOB_FINISHED
                 .wait_timeout(running, Duration::from_millis(100))
                 .map_or_else(|p| p.into_inner().0, |(guard, _)| guard);
         }
     }
 }
 
-impl Drop for BuildPermit {
+impl Drop for BackgroundPermit {
     fn drop(&mut self) {
-        let mut running = lock(&RUNNING_BUILDS);
+        let mut running = lock(&RUNNING_JOBS);
         *running = running.saturating_sub(1);
-        BUILD_FINISHED.notify_one();
+        // Every waiter looks again: one woken alone might be a cancelled build.
+        JOB_FINISHED.notify_all();
     }
 }
 
 /// The vectors a background build puts in the graph, produced on the build thread
 /// ([`AdaptiveIndex::start_build`]). `None` for an id keeps the vector the index holds.
 pub type Source = Box<dyn Iterator<Item = (u32, Option<Vec<f32>>)> + Send>;
-
-/// The vectors of `exact`, as a [`Source`] that owns them.
-fn copied(exact: &ExactIndex) -> Source {
-    let pairs: Vec<(u32, Vec<f32>)> = exact.iter().map(|(id, v)| (id, v.to_vec())).collect();
-    Box::new(pairs.into_iter().map(|(id, v)| (id, Some(v))))
-}
 
 /// A graph, its exact copies, and the ids whose vectors the source left to the index.
 type Built = Result<(HnswIndex, ExactCopies, Vec<u32>), VectorError>;
@@ -394,7 +455,7 @@ fn build_graph(
     config: HnswConfig,
     slot: &BuildSlot,
 ) -> Option<Built> {
-    let _permit = BuildPermit::acquire(&slot.cancelled)?;
+    let _permit = BackgroundPermit::acquire_unless(&slot.cancelled)?;
     let build = || {
         let hnsw = HnswIndex::new(dim, capacity, config)
             .map_err(|e| VectorError::Backend(e.to_string()))?;
@@ -418,14 +479,22 @@ fn build_graph(
 }
 
 impl AdaptiveIndex {
-    /// An empty index that moves to HNSW (with `config`) once it holds more than
-    /// `threshold` vectors.
+    /// An empty index of dense vectors that moves to HNSW (with `config`) once it holds
+    /// more than `threshold` vectors.
     pub fn new(dim: usize, threshold: usize, config: HnswConfig) -> Self {
+        Self::with_layout(dim, threshold, config, Layout::Dense)
+    }
+
+    /// [`AdaptiveIndex::new`] for vectors of the given layout: below the threshold, sparse
+    /// vectors are searched exactly through inverted lists ([`crate::SparseIndex`]), dense
+    /// ones by a scan ([`ExactIndex`]).
+    pub fn with_layout(dim: usize, threshold: usize, config: HnswConfig, layout: Layout) -> Self {
         AdaptiveIndex {
             dim,
+            layout,
             next_build: threshold,
             config,
-            backend: Backend::Exact(ExactIndex::new(dim)),
+            backend: Backend::Exact(Scan::new(dim, layout)),
             copies: ExactCopies::default(),
             last_error: None,
             #[cfg(test)]
@@ -461,7 +530,7 @@ impl AdaptiveIndex {
 
     fn inner(&self) -> &dyn VectorIndex {
         match &self.backend {
-            Backend::Exact(e) | Backend::Building(e, _) => e,
+            Backend::Exact(e) | Backend::Building(e, _) => e.index(),
             Backend::Hnsw(h) => h,
         }
     }
@@ -474,8 +543,8 @@ impl AdaptiveIndex {
         let Backend::Exact(exact) = &self.backend else {
             return;
         };
-        let capacity = exact.len() * 2;
-        let source = source.unwrap_or_else(|| copied(exact));
+        let capacity = exact.index().len() * 2;
+        let source = source.unwrap_or_else(|| exact.copied());
         let dim = self.dim;
         let slot = Arc::new(BuildSlot::default());
         let config = self.config;
@@ -522,7 +591,8 @@ impl AdaptiveIndex {
     /// Takes the backend out, leaving an empty exact scan (which allocates nothing) for
     /// the moment until it is put back.
     fn take_backend(&mut self) -> Backend {
-        std::mem::replace(&mut self.backend, Backend::Exact(ExactIndex::new(self.dim)))
+        let empty = Backend::Exact(Scan::new(self.dim, self.layout));
+        std::mem::replace(&mut self.backend, empty)
     }
 
     /// Stays an exact scan and tries again at twice the size.
@@ -576,8 +646,8 @@ impl AdaptiveIndex {
             for &id in build.changed.iter().chain(&left) {
                 match exact.get(id) {
                     Some(v) => {
-                        hnsw.upsert(id, v)?;
-                        copies.insert(id, v);
+                        hnsw.upsert(id, &v)?;
+                        copies.insert(id, &v);
                     }
                     None => {
                         hnsw.remove(id);
@@ -619,9 +689,9 @@ impl VectorIndex for AdaptiveIndex {
         crate::vector::check_dim(self.dim, vector)?;
         self.poll_build();
         match &mut self.backend {
-            Backend::Exact(exact) => exact.upsert(id, vector)?,
+            Backend::Exact(exact) => exact.index_mut().upsert(id, vector)?,
             Backend::Building(exact, build) => {
-                exact.upsert(id, vector)?;
+                exact.index_mut().upsert(id, vector)?;
                 build.changed.insert(id);
             }
             Backend::Hnsw(hnsw) => {
@@ -638,10 +708,10 @@ impl VectorIndex for AdaptiveIndex {
     fn remove(&mut self, id: u32) -> bool {
         self.poll_build();
         match &mut self.backend {
-            Backend::Exact(exact) => exact.remove(id),
+            Backend::Exact(exact) => exact.index_mut().remove(id),
             Backend::Building(exact, build) => {
                 build.changed.insert(id);
-                exact.remove(id)
+                exact.index_mut().remove(id)
             }
             Backend::Hnsw(hnsw) => {
                 self.copies.remove(id);
@@ -670,7 +740,7 @@ impl VectorIndex for AdaptiveIndex {
         k: usize,
     ) -> Result<Vec<(u32, f32)>, VectorError> {
         match &self.backend {
-            Backend::Exact(e) | Backend::Building(e, _) => e.search_among(query, ids, k),
+            Backend::Exact(e) | Backend::Building(e, _) => e.index().search_among(query, ids, k),
             Backend::Hnsw(_) => {
                 crate::vector::check_dim(self.dim, query)?;
                 Ok(self.copies.search_among(query, ids, k))
@@ -739,17 +809,29 @@ mod tests {
 
     #[test]
     fn adaptive_switches_to_hnsw_and_keeps_every_vector() {
+        for (layout, exact) in [(Layout::Dense, "exact"), (Layout::Sparse, "exact-sparse")] {
+            switches_to_hnsw(layout, exact);
+        }
+    }
+
+    fn switches_to_hnsw(layout: Layout, exact: &str) {
         let dim = 16;
-        let mut index = AdaptiveIndex::new(dim, 50, HnswConfig::default());
+        let mut index = AdaptiveIndex::with_layout(dim, 50, HnswConfig::default(), layout);
         for i in 0..50 {
             index.upsert(i, &unit(i, dim)).expect("upsert");
         }
-        assert_eq!(index.backend(), "exact");
+        assert_eq!(index.backend(), exact);
         assert!(index.is_exact());
         for i in 50..120 {
             index.upsert(i, &unit(i, dim)).expect("upsert");
         }
-        assert!(index.wait_for_build());
+        // Replaced while the graph builds (or just after): replayed from the exact index.
+        index.upsert(7, &unit(1007, dim)).expect("upsert");
+        index.wait_for_build();
+        let top = index
+            .search(&unit(1007, dim), 1, &|_| true)
+            .expect("search");
+        assert_eq!(top[0].0, 7, "the replaced vector is in the graph");
         assert_eq!(index.phase(), Phase::Hnsw);
         assert_eq!(index.backend(), "hnsw-usearch");
         assert_eq!(index.len(), 120);

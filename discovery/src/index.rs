@@ -9,7 +9,7 @@ use agentnet_protocol::{AgentCard, Did, Timestamp};
 use crate::bm25::{Bm25, Bm25Config};
 use crate::embed::{EmbedError, Embedder, LexicalConfig, LexicalEmbedder};
 use crate::hnsw::{AdaptiveIndex, HnswConfig, Phase, Source};
-use crate::vector::{VectorError, VectorIndex};
+use crate::vector::{Layout, VectorError, VectorIndex};
 
 /// The longest query text.
 pub const MAX_QUERY_LEN: usize = 4096;
@@ -108,16 +108,22 @@ impl<F: Fn(&Did, &str) -> f64> Signals for F {
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct IndexConfig {
-    /// Above this many capabilities the dense index moves from an exact scan to HNSW.
-    /// Default [`DEFAULT_HNSW_THRESHOLD`], the measured crossover.
-    pub hnsw_threshold: usize,
+    /// Above this many capabilities the dense index moves from an exact search to HNSW.
+    /// `None`, the default, takes the measured crossover for the embedder's vectors:
+    /// [`DEFAULT_SPARSE_HNSW_THRESHOLD`] for sparse ones (the lexical embedder's),
+    /// [`DEFAULT_HNSW_THRESHOLD`] for dense ones.
+    pub hnsw_threshold: Option<usize>,
+    /// How the exact search below the threshold treats vectors. `None`, the default, takes
+    /// the embedder's [`Embedder::layout`].
+    pub layout: Option<Layout>,
     /// HNSW parameters.
     pub hnsw: HnswConfig,
     /// Candidates taken from each list (dense, BM25) for the first page; later pages
     /// deepen the search as needed, up to [`MAX_RESULTS`]. Default 32.
     pub depth: usize,
-    /// On HNSW, a filter that passes at most this many capabilities is served by an exact
-    /// scan of those it passes; a broader one by a widened graph search. Default 16,384.
+    /// On HNSW, a filter that passes at most this many capabilities is served by scoring
+    /// exactly those it passes; a broader one by a graph search that skips what the filter
+    /// refuses. Default 16,384.
     pub exact_filter_max: usize,
     /// Whether an upsert or removal that brings the drift to [`REFRESH_DRIFT`] re-embeds the
     /// stored vectors there and then. Default true. An owner that re-embeds away from the
@@ -125,10 +131,6 @@ pub struct IndexConfig {
     /// upsert waits on a refresh) sets it false and watches [`CapabilityIndex::drifted`].
     pub refresh_inline: bool,
 }
-
-/// The most results asked of the graph for one filtered search before falling back to an
-/// exact scan of the capabilities that pass.
-const MAX_OVERFETCH: usize = 4096;
 
 /// The share of changed capabilities (added or removed since the last refresh, over those
 /// held) at which an exact-scan index re-embeds its stored lexical vectors.
@@ -138,13 +140,19 @@ pub const REFRESH_DRIFT: f64 = 0.1;
 /// index kept an exact scan on purpose) statistics move slowly and a refresh costs too much.
 pub const MAX_REFRESHED: usize = 4096;
 
-/// The measured crossover between the exact scan and HNSW (`specs/discovery.md#dense-index`).
+/// The crossover between the exact scan of dense vectors and HNSW
+/// (`specs/discovery.md#dense-index`).
 pub const DEFAULT_HNSW_THRESHOLD: usize = 1024;
+
+/// The crossover between the exact search of sparse vectors through inverted lists and HNSW
+/// (`specs/discovery.md#dense-index`).
+pub const DEFAULT_SPARSE_HNSW_THRESHOLD: usize = 16_384;
 
 impl Default for IndexConfig {
     fn default() -> Self {
         IndexConfig {
-            hnsw_threshold: DEFAULT_HNSW_THRESHOLD,
+            hnsw_threshold: None,
+            layout: None,
             hnsw: HnswConfig::default(),
             depth: 32,
             exact_filter_max: 16_384,
@@ -317,6 +325,9 @@ pub struct CapabilityIndex {
     entries: Vec<Option<Entry>>,
     live: usize,
     by_did: HashMap<Did, Vec<u32>>,
+    /// The ids carrying each tag, ascending: a tag filter starts from its rarest tag's list
+    /// instead of testing every capability.
+    by_tag: HashMap<String, Vec<u32>>,
     /// Ids freed by removals, reused first so that per-id arrays stay as small as the index.
     free: Vec<u32>,
     /// Capabilities added or removed since the stored vectors were last re-embedded.
@@ -353,7 +364,12 @@ impl CapabilityIndex {
 
     /// An empty index with any embedder.
     pub fn with_embedder(embedder: Box<dyn Embedder>, config: IndexConfig) -> Self {
-        let vectors = AdaptiveIndex::new(embedder.dim(), config.hnsw_threshold, config.hnsw);
+        let layout = config.layout.unwrap_or_else(|| embedder.layout());
+        let threshold = config.hnsw_threshold.unwrap_or(match layout {
+            Layout::Sparse => DEFAULT_SPARSE_HNSW_THRESHOLD,
+            Layout::Dense => DEFAULT_HNSW_THRESHOLD,
+        });
+        let vectors = AdaptiveIndex::with_layout(embedder.dim(), threshold, config.hnsw, layout);
         CapabilityIndex {
             embedder,
             vectors,
@@ -365,6 +381,7 @@ impl CapabilityIndex {
             changed_since_refresh: 0,
             changes: 0,
             by_did: HashMap::new(),
+            by_tag: HashMap::new(),
             snapshots: Mutex::new(VecDeque::new()),
         }
     }
@@ -486,6 +503,12 @@ impl CapabilityIndex {
                 }
             };
             self.bm25.insert(id, text);
+            for tag in &cap.tags {
+                let ids = self.by_tag.entry(tag.clone()).or_default();
+                if let Err(at) = ids.binary_search(&id) {
+                    ids.insert(at, id);
+                }
+            }
             self.live += 1;
             self.entries[id as usize] = Some(Entry {
                 did: card.did.clone(),
@@ -661,6 +684,16 @@ impl CapabilityIndex {
             if let Some(entry) = self.entries.get_mut(*id as usize).and_then(Option::take) {
                 self.embedder.remove_document(&entry.text);
                 self.live -= 1;
+                for tag in &entry.tags {
+                    if let Some(ids) = self.by_tag.get_mut(tag) {
+                        if let Ok(at) = ids.binary_search(id) {
+                            ids.remove(at);
+                        }
+                        if ids.is_empty() {
+                            self.by_tag.remove(tag);
+                        }
+                    }
+                }
             }
             self.vectors.remove(*id);
             self.bm25.remove(*id);
@@ -910,14 +943,34 @@ impl CapabilityIndex {
                 .is_none_or(|min| clamp_trust(signals.trust(&entry.did, &entry.capability)) >= min)
     }
 
+    /// The capabilities that pass a filtered query. With tags, only those carrying the
+    /// rarest of them are tested; without, every capability is.
+    fn passing(&self, query: &SearchQuery, signals: &dyn Signals) -> Passing {
+        let mut passing = Passing::with_len(self.entries.len());
+        let rarest = query
+            .tags
+            .iter()
+            .map(|t| self.by_tag.get(t).map_or(&[][..], Vec::as_slice))
+            .min_by_key(|ids| ids.len());
+        let mut test = |id: u32| {
+            if self.passes(id, query, signals) {
+                passing.insert(id);
+            }
+        };
+        match rarest {
+            Some(ids) => ids.iter().copied().for_each(&mut test),
+            None => (0..self.entries.len() as u32).for_each(test),
+        }
+        passing
+    }
+
     /// The best `depth` capabilities by cosine among those that pass the filters; fewer
     /// only if fewer pass. `passing` lists the ids that pass, for a filtered query.
     ///
-    /// With the exact scan, a filtered scan. With HNSW: no filter, a plain graph search; a
-    /// filter that at most [`IndexConfig::exact_filter_max`] capabilities pass, an exact
-    /// scan of those;
-    /// otherwise a graph search for more results than needed, filtered after, widened
-    /// until it yields enough, and an exact scan if it still does not.
+    /// With the exact index, the exact scores of those that pass. With HNSW: no filter, a
+    /// plain graph search; a filter that at most [`IndexConfig::exact_filter_max`]
+    /// capabilities pass, the exact scores of those; otherwise a graph search that skips
+    /// what the filter refuses, and the exact scores of those that pass if it ends short.
     fn dense_candidates(
         &self,
         vector: &[f32],
@@ -927,30 +980,18 @@ impl CapabilityIndex {
         let Some(passing) = passing else {
             return Ok(self.vectors.search_all(vector, depth)?);
         };
-        let keep = |id: u32| passing.contains(id);
         if self.vectors.is_exact() || passing.ids.len() <= self.config.exact_filter_max {
             return Ok(self.vectors.search_among(vector, &passing.ids, depth)?);
         }
-        let n = self.live.max(1);
-        let share = passing.ids.len() as f64 / n as f64;
-        let mut wanted = ((depth as f64 / share) * 1.5).ceil() as usize;
-        loop {
-            wanted = wanted.min(n);
-            let found: Vec<(u32, f32)> = self
-                .vectors
-                .search_all(vector, wanted)?
-                .into_iter()
-                .filter(|&(id, _)| keep(id))
-                .take(depth)
-                .collect();
-            if found.len() >= depth || wanted >= n {
-                return Ok(found);
-            }
-            if wanted >= MAX_OVERFETCH {
-                return Ok(self.vectors.search_among(vector, &passing.ids, depth)?);
-            }
-            wanted *= 2;
+        // The graph walk skips what the filter refuses; a walk that ends short although
+        // more pass falls back to scoring those that pass.
+        let found = self
+            .vectors
+            .search(vector, depth, &|id| passing.contains(id))?;
+        if found.len() >= depth.min(passing.ids.len()) {
+            return Ok(found);
         }
+        Ok(self.vectors.search_among(vector, &passing.ids, depth)?)
     }
 
     /// Orders two ids by (DID, capability name), which every node shares; live ids first.
@@ -980,16 +1021,7 @@ impl CapabilityIndex {
         now: Timestamp,
         depth: usize,
     ) -> Result<(Vec<(u32, Hit)>, bool), SearchError> {
-        // A filtered query evaluates its filter once per capability.
-        let passing = (!unfiltered(query)).then(|| {
-            let mut passing = Passing::with_len(self.entries.len());
-            for id in 0..self.entries.len() as u32 {
-                if self.entry(id).is_some() && self.passes(id, query, signals) {
-                    passing.insert(id);
-                }
-            }
-            passing
-        });
+        let passing = (!unfiltered(query)).then(|| self.passing(query, signals));
         let keep = |id: u32| passing.as_ref().is_none_or(|p| p.contains(id));
         let mut dense = self.dense_candidates(vector, depth, passing.as_ref())?;
         let complete = dense.len() < depth;

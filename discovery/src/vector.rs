@@ -33,6 +33,17 @@ pub(crate) fn check_dim(expected: usize, v: &[f32]) -> Result<(), VectorError> {
     Ok(())
 }
 
+/// How an embedder's vectors are laid out, which decides how they are searched exactly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Layout {
+    /// Most entries are non-zero (a neural model's): scanned whole.
+    #[default]
+    Dense,
+    /// Most entries are zero (the lexical embedder's): searched through inverted lists.
+    Sparse,
+}
+
 /// A set of unit vectors searchable by inner product.
 pub trait VectorIndex: Send + Sync {
     /// The dimension of every vector.
@@ -124,16 +135,29 @@ impl ExactIndex {
     }
 }
 
-/// A vector kept for exact scoring beside an approximate index: sparse if at most a quarter
-/// of its entries are non-zero (the lexical embedder's vectors are), else dense.
+/// A vector kept for exact scoring of given ids: sparse if at most a quarter of its entries
+/// are non-zero, else dense. A dense vector is scored against a sparse query by reading only
+/// the query's dimensions, which a sparse one cannot do; a quarter keeps the sparse form to
+/// vectors whose every entry costs less to read than the query's few.
 #[derive(Debug, Clone)]
-enum Stored {
+pub(crate) enum Stored {
     Dense(Box<[f32]>),
     Sparse(Box<[(u32, f32)]>),
 }
 
+/// The non-zero entries of a query, (dimension, value): a lexical query has fewer than a
+/// hundred of 2,048, so a stored dense vector is scored by reading only those.
+pub(crate) fn terms(query: &[f32]) -> Vec<(u32, f32)> {
+    query
+        .iter()
+        .enumerate()
+        .filter(|(_, q)| **q != 0.0)
+        .map(|(d, q)| (d as u32, *q))
+        .collect()
+}
+
 impl Stored {
-    fn new(v: &[f32]) -> Self {
+    pub(crate) fn new(v: &[f32]) -> Self {
         let nonzero = v.iter().filter(|x| **x != 0.0).count();
         if nonzero * 4 <= v.len() {
             Stored::Sparse(
@@ -148,13 +172,44 @@ impl Stored {
         }
     }
 
-    fn dot(&self, query: &[f32]) -> f32 {
+    /// The inner product with `query`, whose non-zero entries are `terms`: whichever of
+    /// the two reads fewer entries.
+    pub(crate) fn dot(&self, query: &[f32], terms: &[(u32, f32)]) -> f32 {
         match self {
+            Stored::Dense(v) if terms.len() * 4 < v.len() => terms
+                .iter()
+                .map(|&(i, q)| v.get(i as usize).map_or(0.0, |x| q * x))
+                .sum(),
             Stored::Dense(v) => dot(query, v),
             Stored::Sparse(entries) => entries
                 .iter()
                 .map(|&(i, x)| query.get(i as usize).map_or(0.0, |q| q * x))
                 .sum(),
+        }
+    }
+
+    /// Entries [`Stored::dot`] reads.
+    pub(crate) fn cost(&self, terms: usize) -> usize {
+        match self {
+            Stored::Dense(v) if terms * 4 < v.len() => terms,
+            Stored::Dense(v) => v.len(),
+            Stored::Sparse(entries) => entries.len(),
+        }
+    }
+
+    /// The vector, dense.
+    pub(crate) fn to_dense(&self, dim: usize) -> Vec<f32> {
+        match self {
+            Stored::Dense(v) => v.to_vec(),
+            Stored::Sparse(entries) => {
+                let mut v = vec![0f32; dim];
+                for &(i, x) in entries.iter() {
+                    if let Some(slot) = v.get_mut(i as usize) {
+                        *slot = x;
+                    }
+                }
+                v
+            }
         }
     }
 }
@@ -186,11 +241,12 @@ impl ExactCopies {
 
     /// Exact top `k` among `ids` (absent ids skipped).
     pub(crate) fn search_among(&self, query: &[f32], ids: &[u32], k: usize) -> Vec<(u32, f32)> {
+        let terms = terms(query);
         let scored = ids
             .iter()
             .filter_map(|&id| {
                 let stored = self.by_id.get(id as usize)?.as_ref()?;
-                Some((id, stored.dot(query)))
+                Some((id, stored.dot(query, &terms)))
             })
             .collect();
         top_k(scored, k)

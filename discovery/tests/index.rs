@@ -258,9 +258,9 @@ fn bad_weights_are_refused_and_odd_trust_is_contained() {
 /// first page, so that paging must deepen the ranking.
 fn small_config_index(n: u32) -> CapabilityIndex {
     let mut config = IndexConfig::default();
-    config.hnsw_threshold = 64;
+    config.hnsw_threshold = Some(64);
     config.depth = 8;
-    // Filters passing more than 16 capabilities take the widened graph search.
+    // Filters passing more than 16 capabilities take the filtered graph search.
     config.exact_filter_max = 16;
     let mut lexical = LexicalConfig::default();
     lexical.dim = 256;
@@ -332,7 +332,7 @@ fn hnsw_backend_pages_through_every_match_beyond_the_first_depth() {
     let mut exact =
         CapabilityIndex::with_embedder(Box::new(LexicalEmbedder::new(lexical)), exact_config);
     fill(&mut exact, 300);
-    assert_eq!(exact.backend(), "exact");
+    assert_eq!(exact.backend(), "exact-sparse");
     let mut q = SearchQuery::new("translate text", 5);
     q.tags = vec!["audio".into()];
     let a: HashSet<Did> = exact

@@ -1544,7 +1544,7 @@ fn refresh_when_due(shared: &Arc<Shared>, quiet: &mut Quiet) {
     if quiet.running.load(Ordering::Acquire) {
         return;
     }
-    let job = {
+    {
         let index = crate::shared::read(&shared.index);
         let stale = index.stale_capabilities();
         let due = if stale == 0 || stale != quiet.stale {
@@ -1557,14 +1557,10 @@ fn refresh_when_due(shared: &Arc<Shared>, quiet: &mut Quiet) {
                 || stale as f64 >= REFRESH_SHARE * index.len() as f64
                 || quiet.intervals >= QUIET_LONG
         };
-        if !due {
+        if !due || stale == 0 {
             return;
         }
-        index.refresh_job()
-    };
-    let Some(job) = job else {
-        return;
-    };
+    }
     quiet.stale = 0;
     quiet.intervals = 0;
     quiet.running.store(true, Ordering::Release);
@@ -1579,6 +1575,13 @@ fn refresh_when_due(shared: &Arc<Shared>, quiet: &mut Quiet) {
     let shared = Arc::clone(shared);
     drop(tokio::task::spawn_blocking(move || {
         let _done = done;
+        // Background index work of all the nodes in this process takes at most half the
+        // cores (a testnet runs a hundred): the job is taken once a place is free, so that
+        // it embeds under the statistics of that moment.
+        let _permit = agentnet_discovery::BackgroundPermit::acquire();
+        let Some(job) = crate::shared::read(&shared.index).refresh_job() else {
+            return;
+        };
         let refreshed = job.run();
         crate::shared::write(&shared.index).apply_refresh(refreshed);
     }));

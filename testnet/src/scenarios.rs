@@ -758,7 +758,7 @@ pub async fn search_agreement(
     }
     // The central index: every card node 0 holds, scanned exactly.
     let mut config = IndexConfig::default();
-    config.hnsw_threshold = usize::MAX;
+    config.hnsw_threshold = Some(usize::MAX);
     let mut central = CapabilityIndex::with_embedder(
         Box::new(LexicalEmbedder::new(LexicalConfig::default())),
         config,
