@@ -258,15 +258,16 @@ impl VectorIndex for HnswIndex {
     }
 }
 
-/// An exact scan while the corpus is small, HNSW once it grows past `threshold` vectors.
+/// An exact index while the corpus is small ([`ExactIndex`] for dense vectors,
+/// [`SparseIndex`] for sparse ones), HNSW once it grows past `threshold` vectors.
 ///
 /// The move never stalls the index: when it grows past the threshold, a background thread
 /// builds the graph from a copy of the vectors while the exact scan keeps serving every
 /// search, upsert and removal. The ids changed meanwhile are noted; once the graph is built,
 /// the next call that may change the index ([`VectorIndex::upsert`], [`VectorIndex::remove`]
 /// or [`AdaptiveIndex::poll_build`]) replays them into it and swaps it in. From then on the
-/// index stays HNSW. At most [`max_concurrent_builds`] graphs are built at once in a
-/// process, so that builds never take every core from the work in the foreground.
+/// index stays HNSW. A build holds a [`BackgroundPermit`], so that background index work
+/// never takes every core from the work in the foreground.
 #[derive(Debug)]
 pub struct AdaptiveIndex {
     dim: usize,

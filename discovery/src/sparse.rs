@@ -201,6 +201,27 @@ impl SparseIndex {
             + self.ids.len()
     }
 
+    /// The `k` best live ids that `keep` accepts, from one accumulation over the lists.
+    fn best_kept(
+        &self,
+        query: &[f32],
+        k: usize,
+        keep: impl Fn(u32) -> bool,
+    ) -> Result<Vec<(u32, f32)>, VectorError> {
+        check_dim(self.dim, query)?;
+        if k == 0 || self.slot.is_empty() {
+            return Ok(Vec::new());
+        }
+        let scores = self.accumulate(query);
+        let mut best = Best::new(k);
+        for (&id, &score) in self.ids.iter().zip(&scores) {
+            if id != DEAD && keep(id) {
+                best.offer(id, score);
+            }
+        }
+        Ok(best.into_sorted())
+    }
+
     fn row(&self, slot: u32) -> Option<&Stored> {
         self.rows.get(slot as usize)?.0.as_ref()
     }
@@ -252,33 +273,11 @@ impl VectorIndex for SparseIndex {
         k: usize,
         keep: &dyn Fn(u32) -> bool,
     ) -> Result<Vec<(u32, f32)>, VectorError> {
-        check_dim(self.dim, query)?;
-        if k == 0 || self.slot.is_empty() {
-            return Ok(Vec::new());
-        }
-        let scores = self.accumulate(query);
-        let mut best = Best::new(k);
-        for (&id, &score) in self.ids.iter().zip(&scores) {
-            if id != DEAD && keep(id) {
-                best.offer(id, score);
-            }
-        }
-        Ok(best.into_sorted())
+        self.best_kept(query, k, keep)
     }
 
     fn search_all(&self, query: &[f32], k: usize) -> Result<Vec<(u32, f32)>, VectorError> {
-        check_dim(self.dim, query)?;
-        if k == 0 || self.slot.is_empty() {
-            return Ok(Vec::new());
-        }
-        let scores = self.accumulate(query);
-        let mut best = Best::new(k);
-        for (&id, &score) in self.ids.iter().zip(&scores) {
-            if id != DEAD {
-                best.offer(id, score);
-            }
-        }
-        Ok(best.into_sorted())
+        self.best_kept(query, k, |_| true)
     }
 
     fn search_among(

@@ -1557,7 +1557,7 @@ fn refresh_when_due(shared: &Arc<Shared>, quiet: &mut Quiet) {
                 || stale as f64 >= REFRESH_SHARE * index.len() as f64
                 || quiet.intervals >= QUIET_LONG
         };
-        if !due || stale == 0 {
+        if !due {
             return;
         }
     }
