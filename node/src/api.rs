@@ -1251,6 +1251,18 @@ async fn metrics(State(node): State<NodeHandle>) -> Result<Response, ApiError> {
         m.synced_records,
     );
     put(
+        "sync_requests_total",
+        "counter",
+        "Sync requests sent: openings, ranges and fetches.",
+        m.sync_requests,
+    );
+    put(
+        "sync_answered_total",
+        "counter",
+        "Sync requests from peers answered.",
+        m.sync_answered,
+    );
+    put(
         "intents_sent_total",
         "counter",
         "Intents sent by local agents.",

@@ -170,6 +170,10 @@ pub struct MetricsSnapshot {
     pub gossip_repaired: u64,
     /// Records learnt by anti-entropy.
     pub synced_records: u64,
+    /// Sync requests sent: openings, ranges and fetches (`specs/sync.md`).
+    pub sync_requests: u64,
+    /// Sync requests from peers this node answered.
+    pub sync_answered: u64,
     /// Intents sent.
     pub intents_sent: u64,
     /// Intents delivered to local agents.
@@ -559,6 +563,8 @@ impl NodeHandle {
             gossip_dropped: get(&m.gossip_dropped),
             gossip_repaired: get(&m.gossip_repaired),
             synced_records: get(&m.synced_records),
+            sync_requests: get(&m.sync_requests),
+            sync_answered: get(&m.sync_answered),
             intents_sent: get(&m.intents_sent),
             intents_received: get(&m.intents_received),
             intents_rejected: get(&m.intents_rejected),

@@ -646,11 +646,17 @@ fn refresh_scores(swarm: &mut Swarm<Behaviour>, shared: &Shared) {
 type Pending = HashMap<(PeerId, SyncTable), VecDeque<SyncRange>>;
 
 /// Ranges waiting to be reconciled per (peer, table).
-const PENDING_RANGES: usize = crate::sync::REQUEST_RANGES * 64;
+const PENDING_RANGES: usize = 512;
 
 /// Opens a new sync of `table` with `peer` (after one whose ranges overflowed the queue).
-fn restart_sync(swarm: &mut Swarm<Behaviour>, shared: &Shared, peer: PeerId, table: SyncTable) {
-    open_sync(swarm, shared, table, &[peer]);
+fn restart_sync(
+    swarm: &mut Swarm<Behaviour>,
+    shared: &Shared,
+    fetches: &mut Fetches,
+    peer: PeerId,
+    table: SyncTable,
+) {
+    open_sync(swarm, shared, fetches, table, &[peer]);
 }
 
 /// Fetch requests in flight to one peer at once. The records of an answer are verified,
@@ -681,6 +687,8 @@ struct Fetches {
     wanted: HashMap<SyncTable, HashSet<Vec<u8>>>,
     /// Records sync brought that this node gossips again.
     repairs: Repairs,
+    /// Openings awaiting their answer, by request.
+    openings: HashMap<request_response::OutboundRequestId, (PeerId, SyncTable)>,
 }
 
 /// The most records a node gossips again per second ([`Repairs`]); beyond that, sync alone
@@ -732,7 +740,13 @@ const SPREAD_INTERVAL: Duration = Duration::from_millis(500);
 const SPREAD_FANOUT: usize = 2;
 
 /// Opens a sync of `table` with each of `peers`, computing the opening once.
-fn open_sync(swarm: &mut Swarm<Behaviour>, shared: &Shared, table: SyncTable, peers: &[PeerId]) {
+fn open_sync(
+    swarm: &mut Swarm<Behaviour>,
+    shared: &Shared,
+    fetches: &mut Fetches,
+    table: SyncTable,
+    peers: &[PeerId],
+) {
     if peers.is_empty() {
         return;
     }
@@ -740,7 +754,9 @@ fn open_sync(swarm: &mut Swarm<Behaviour>, shared: &Shared, table: SyncTable, pe
         Ok(request) => {
             let bytes = request.to_bytes();
             for peer in peers {
-                swarm.behaviour_mut().sync.send_request(peer, bytes.clone());
+                let id = swarm.behaviour_mut().sync.send_request(peer, bytes.clone());
+                fetches.openings.insert(id, (*peer, table));
+                Metrics::bump(&shared.metrics.sync_requests);
             }
         }
         Err(e) => tracing::warn!(error = %e, "cannot open a sync"),
@@ -779,13 +795,14 @@ impl Fetches {
         &mut self,
         id: &request_response::OutboundRequestId,
     ) -> Option<(PeerId, SyncTable, Vec<Vec<u8>>)> {
+        self.openings.remove(id);
         let fetched = self.in_flight.remove(id)?;
         unwant(&mut self.wanted, fetched.1, &fetched.2);
         Some(fetched)
     }
 
     /// Sends queued fetches to `peer` while fewer than [`FETCHES_IN_FLIGHT`] are out.
-    fn pump(&mut self, swarm: &mut Swarm<Behaviour>, peer: PeerId) {
+    fn pump(&mut self, swarm: &mut Swarm<Behaviour>, metrics: &Metrics, peer: PeerId) {
         let out = self.in_flight.values().filter(|(p, ..)| *p == peer).count();
         for _ in out..FETCHES_IN_FLIGHT {
             let Some((table, keys)) = self.queued.get_mut(&peer).and_then(|q| q.pop_front()) else {
@@ -799,6 +816,7 @@ impl Fetches {
                 .behaviour_mut()
                 .sync
                 .send_request(&peer, request.to_bytes());
+            Metrics::bump(&metrics.sync_requests);
             self.in_flight.insert(id, (peer, table, keys));
         }
         if self.queued.get(&peer).is_some_and(|q| q.is_empty()) {
@@ -807,6 +825,7 @@ impl Fetches {
     }
 
     fn forget(&mut self, peer: PeerId) {
+        self.openings.retain(|_, (p, _)| *p != peer);
         let wanted = &mut self.wanted;
         for (table, keys) in self.queued.remove(&peer).into_iter().flatten() {
             unwant(wanted, table, &keys);
@@ -837,6 +856,7 @@ fn unwant(wanted: &mut HashMap<SyncTable, HashSet<Vec<u8>>>, table: SyncTable, k
 /// Sends the next reconcile request of a sync with `peer`, if ranges are pending.
 fn send_pending(
     swarm: &mut Swarm<Behaviour>,
+    metrics: &Metrics,
     peer: PeerId,
     table: SyncTable,
     pending: &mut VecDeque<SyncRange>,
@@ -850,6 +870,7 @@ fn send_pending(
         .behaviour_mut()
         .sync
         .send_request(&peer, request.to_bytes());
+    Metrics::bump(&metrics.sync_requests);
 }
 
 /// Closes the connections beyond [`NodeConfig::target_peers`] that nothing needs: not in
@@ -880,19 +901,23 @@ fn prune(
     }
 }
 
-/// The peers this node is reconciling some table with.
-fn syncing_peers(pending: &Pending) -> usize {
+/// The peers this node is syncing some table with: an opening awaits its answer, ranges
+/// are pending, or fetches are queued or in flight.
+fn syncing_peers(pending: &Pending, fetches: &Fetches) -> usize {
     pending
         .keys()
         .map(|(peer, _)| peer)
+        .chain(fetches.openings.values().map(|(peer, _)| peer))
+        .chain(fetches.in_flight.values().map(|(peer, ..)| peer))
+        .chain(fetches.queued.keys())
         .collect::<HashSet<_>>()
         .len()
 }
 
 /// Opens a sync of every replicated table with `peer`.
-fn start_sync(swarm: &mut Swarm<Behaviour>, shared: &Shared, peer: PeerId) {
+fn start_sync(swarm: &mut Swarm<Behaviour>, shared: &Shared, fetches: &mut Fetches, peer: PeerId) {
     for table in TABLES {
-        open_sync(swarm, shared, table, &[peer]);
+        open_sync(swarm, shared, fetches, table, &[peer]);
     }
 }
 
@@ -911,6 +936,7 @@ fn on_sync(
             request, channel, ..
         } => match SyncRequest::from_bytes(&request) {
             Ok(request) => {
+                Metrics::bump(&shared.metrics.sync_answered);
                 let opened = crate::sync::opened(&request);
                 match crate::sync::respond(shared.store.as_ref(), request) {
                     Ok(response) => {
@@ -924,9 +950,10 @@ fn on_sync(
                         if let Some(table) = opened
                             && differs
                             && !pending.contains_key(&(peer, table))
+                            && !fetches.openings.values().any(|o| *o == (peer, table))
                             && peers.may_reverse(peer, table, Instant::now())
                         {
-                            open_sync(swarm, shared, table, &[peer]);
+                            open_sync(swarm, shared, fetches, table, &[peer]);
                         }
                     }
                     Err(e) => tracing::warn!(%peer, error = %e, "cannot answer a sync request"),
@@ -956,14 +983,14 @@ fn on_sync(
                                 queue.truncate(PENDING_RANGES);
                                 fetches.overflowed.insert((peer, table));
                             }
-                            send_pending(swarm, peer, table, queue);
+                            send_pending(swarm, &shared.metrics, peer, table, queue);
                             if queue.is_empty() {
                                 pending.remove(&(peer, table));
                                 if fetches.overflowed.remove(&(peer, table)) {
                                     let n = fetches.restarts.entry((peer, table)).or_default();
                                     if *n < MAX_RESTARTS {
                                         *n += 1;
-                                        restart_sync(swarm, shared, peer, table);
+                                        restart_sync(swarm, shared, fetches, peer, table);
                                     }
                                 }
                             }
@@ -974,6 +1001,8 @@ fn on_sync(
                 Ok(SyncResponse::Records(envelopes)) => {
                     let returned = envelopes.len();
                     let mut applied = 0usize;
+                    // Applied records that were not gossiped again: spreading carries those.
+                    let mut unrepaired = 0usize;
                     for envelope in envelopes {
                         let now = Timestamp::now();
                         match shared.ingest(&envelope, now, Origin::Network) {
@@ -986,10 +1015,11 @@ fn on_sync(
                                 {
                                     announce(swarm, &change);
                                 }
-                                if peers.should_repair(issued_at, now)
+                                let repaired = peers.should_repair(issued_at, now)
                                     && fetches.repairs.admit(Instant::now())
-                                {
-                                    repair(swarm, shared, change.table(), envelope);
+                                    && repair(swarm, shared, change.table(), envelope);
+                                if !repaired {
+                                    unrepaired += 1;
                                 }
                             }
                             Ok(Ingested::Stale) => {}
@@ -1006,13 +1036,15 @@ fn on_sync(
                             }
                         }
                     }
-                    // An answer cut short by its size limits: fetch what it left out, as
-                    // long as answers keep bringing something new.
+                    // Records gossiped again reach this node's meshes by gossip; the others
+                    // spread by sync (`specs/sync.md#when`).
                     if let Some((_, table, _)) = &fetched
-                        && applied > 0
+                        && unrepaired > 0
                     {
                         fetches.fresh.insert(*table);
                     }
+                    // An answer cut short by its size limits: fetch what it left out, as
+                    // long as answers keep bringing something new.
                     if let Some((_, table, keys)) = fetched
                         && returned < keys.len()
                         && applied > 0
@@ -1031,7 +1063,7 @@ fn on_sync(
                     penalise(swarm, shared, peer, agentnet_trust::PeerFault::penalty(&e));
                 }
             }
-            fetches.pump(swarm, peer);
+            fetches.pump(swarm, &shared.metrics, peer);
         }
     }
 }
@@ -1039,16 +1071,29 @@ fn on_sync(
 /// Gossips again a record that sync brought ([`Repairs`]). Message ids are content
 /// addressed ([`message_id`]), so a peer that already saw the record on gossip drops the
 /// copy before reading it, and however many nodes repair one record, each node handles
-/// it once.
-fn repair(swarm: &mut Swarm<Behaviour>, shared: &Shared, table: SyncTable, envelope: Vec<u8>) {
+/// it once. Returns whether the node's meshes have it now.
+fn repair(
+    swarm: &mut Swarm<Behaviour>,
+    shared: &Shared,
+    table: SyncTable,
+    envelope: Vec<u8>,
+) -> bool {
     match swarm
         .behaviour_mut()
         .gossipsub
         .publish(topic_of(table), envelope)
     {
-        Ok(_) => Metrics::bump(&shared.metrics.gossip_repaired),
-        // A duplicate: this node saw it on gossip after all. No peers: nobody to tell.
-        Err(e) => tracing::debug!(error = %e, "gossip repair"),
+        Ok(_) => {
+            Metrics::bump(&shared.metrics.gossip_repaired);
+            true
+        }
+        // A duplicate: this node saw it on gossip after all, and so did its meshes.
+        Err(gossipsub::PublishError::Duplicate) => true,
+        // No peers: nobody to tell, so sync spreads it.
+        Err(e) => {
+            tracing::debug!(error = %e, "gossip repair");
+            false
+        }
     }
 }
 
@@ -1273,7 +1318,7 @@ async fn run(
                 if !peers.is_empty() {
                     round_robin = round_robin.wrapping_add(1);
                     let peer = peers[round_robin % peers.len()];
-                    start_sync(&mut swarm, &shared, peer);
+                    start_sync(&mut swarm, &shared, &mut fetches, peer);
                 }
             }
             _ = flushes.tick() => {
@@ -1295,7 +1340,7 @@ async fn run(
                         .map(|k| peers[spread_turn.wrapping_add(k) % peers.len()])
                         .collect();
                     spread_turn = spread_turn.wrapping_add(SPREAD_FANOUT);
-                    open_sync(&mut swarm, &shared, table, &chosen);
+                    open_sync(&mut swarm, &shared, &mut fetches, table, &chosen);
                 }
             }
             _ = prunes.tick() => prune(&mut swarm, &peers, &pending, &fetches, &intents),
@@ -1318,9 +1363,9 @@ async fn run(
                     if shared.penalties_banned(&peer_id) {
                         let _ = swarm.disconnect_peer_id(peer_id);
                     } else if num_established.get() == 1
-                        && peers.connected(peer_id, Instant::now(), syncing_peers(&pending))
+                        && peers.connected(peer_id, Instant::now(), syncing_peers(&pending, &fetches))
                     {
-                        start_sync(&mut swarm, &shared, peer_id);
+                        start_sync(&mut swarm, &shared, &mut fetches, peer_id);
                     }
                 }
                 SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
@@ -1375,7 +1420,7 @@ async fn run(
                     if fetches.settle(&request_id).is_some() {
                         tracing::debug!(%peer, %error, "a sync fetch failed");
                     }
-                    fetches.pump(&mut swarm, peer);
+                    fetches.pump(&mut swarm, &shared.metrics, peer);
                 }
                 SwarmEvent::Behaviour(BehaviourEvent::Intent(request_response::Event::Message {
                     peer, message, ..
@@ -1520,6 +1565,9 @@ const REFRESH_SHARE: f64 = 0.01;
 /// Flush intervals of quiet after which any change is refreshed.
 const QUIET_LONG: u32 = 5;
 
+/// Vectors a refresh stores per hold of the index ([`CapabilityIndex::apply_refresh_part`]).
+const REFRESH_APPLY_PART: usize = 64;
+
 /// How long the registry has been quiet, as [`refresh_when_due`] tracks it, and whether a
 /// refresh is running.
 #[derive(Debug, Default)]
@@ -1582,8 +1630,13 @@ fn refresh_when_due(shared: &Arc<Shared>, quiet: &mut Quiet) {
         let Some(job) = crate::shared::read(&shared.index).refresh_job() else {
             return;
         };
-        let refreshed = job.run();
-        crate::shared::write(&shared.index).apply_refresh(refreshed);
+        let mut refreshed = job.run();
+        // A part at a time: the swarm task's ingest and the API's searches take the index
+        // in between.
+        while crate::shared::write(&shared.index)
+            .apply_refresh_part(&mut refreshed, REFRESH_APPLY_PART)
+            .is_none()
+        {}
     }));
 }
 

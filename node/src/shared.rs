@@ -49,6 +49,8 @@ pub(crate) struct Metrics {
     pub(crate) gossip_dropped: AtomicU64,
     pub(crate) synced_records: AtomicU64,
     pub(crate) gossip_repaired: AtomicU64,
+    pub(crate) sync_requests: AtomicU64,
+    pub(crate) sync_answered: AtomicU64,
     pub(crate) intents_sent: AtomicU64,
     pub(crate) intents_received: AtomicU64,
     pub(crate) intents_rejected: AtomicU64,

@@ -6,41 +6,49 @@ use agentnet_protocol::limits::{
     MAX_SYNC_FETCH_KEYS, MAX_SYNC_ITEMS, MAX_SYNC_MESSAGE_LEN, MAX_SYNC_RANGES, MAX_SYNC_RECORDS,
 };
 use agentnet_protocol::{
-    RangeSummary, SYNC_HASH_LEN, SyncItem, SyncRange, SyncRequest, SyncResponse, SyncTable,
+    RangeSummary, SYNC_HASH_LEN, SyncRange, SyncRequest, SyncResponse, SyncTable,
 };
 use sha2::{Digest, Sha256};
 
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, SyncEntry};
 
-/// A range with at most this many records is described by its items, not a fingerprint.
+/// A differing range with at most this many records is always described by its items; an
+/// answer with fewer differing ranges shares [`MAX_SYNC_ITEMS`] among them instead
+/// ([`respond`]).
 pub(crate) const ITEM_THRESHOLD: usize = 32;
-/// A differing range with more records is split into this many sub-ranges.
+/// A differing range with more records is split into at most this many sub-ranges, fewer
+/// when the answer's [`MAX_SYNC_RANGES`] must be shared among more ranges.
 pub(crate) const SPLIT: usize = 16;
 /// The most ranges an initiator puts in one request, so that the answer (each range split
-/// in at most [`SPLIT`]) fits [`MAX_SYNC_RANGES`]; the rest wait for the next request.
-pub(crate) const REQUEST_RANGES: usize = MAX_SYNC_RANGES / SPLIT;
+/// in at least two) fits [`MAX_SYNC_RANGES`]; the rest wait for the next request.
+pub(crate) const REQUEST_RANGES: usize = MAX_SYNC_RANGES / 2;
 /// The most records one range scan reads while answering.
 const MAX_SCAN: usize = 1 << 20;
 
-/// The fingerprint of a set of records: the wrapping sum of a hash of each (key, version,
-/// hash), and the count. Order does not matter, so both sides compute it the same way.
-pub(crate) fn fingerprint(records: &[SyncItem]) -> ([u8; SYNC_HASH_LEN], u64) {
-    let mut sum = 0u128;
-    for r in records {
-        let mut h = Sha256::new();
-        h.update((r.key.len() as u32).to_be_bytes());
-        h.update(&r.key);
-        h.update(r.version.to_be_bytes());
-        h.update(r.hash);
-        let digest = h.finalize();
-        let mut first = [0u8; 16];
-        first.copy_from_slice(&digest[..16]);
-        sum = sum.wrapping_add(u128::from_be_bytes(first));
-    }
+/// What one record adds to a fingerprint's sum: the first 16 bytes of a hash of its (key,
+/// version, hash).
+pub(crate) fn term(key: &[u8], version: u64, hash: &[u8; SYNC_HASH_LEN]) -> u128 {
+    let mut h = Sha256::new();
+    h.update((key.len() as u32).to_be_bytes());
+    h.update(key);
+    h.update(version.to_be_bytes());
+    h.update(hash);
+    let digest = h.finalize();
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&digest[..16]);
+    u128::from_be_bytes(first)
+}
+
+/// The fingerprint of a set of records: the wrapping sum of their terms, and the count.
+/// Order does not matter, so both sides compute it the same way.
+pub(crate) fn fingerprint(records: &[SyncEntry]) -> ([u8; SYNC_HASH_LEN], u64) {
+    let sum = records
+        .iter()
+        .fold(0u128, |sum, r| sum.wrapping_add(r.term));
     (sum.to_be_bytes(), records.len() as u64)
 }
 
-fn summary(records: &[SyncItem]) -> RangeSummary {
+fn summary(records: &[SyncEntry]) -> RangeSummary {
     let (hash, count) = fingerprint(records);
     RangeSummary::Fingerprint { hash, count }
 }
@@ -71,27 +79,46 @@ pub(crate) fn opened(request: &SyncRequest) -> Option<SyncTable> {
     }
 }
 
-/// Describes `records` (all of `[lower, upper)`): their items if few, else sub-ranges with
-/// fingerprints.
-fn describe(records: &[SyncItem], lower: &[u8], upper: &[u8], out: &mut Vec<SyncRange>) {
-    if records.len() <= ITEM_THRESHOLD {
+/// How an answer with `differing` ranges describes each: its items if it holds at most the
+/// first number of records, else that many sub-ranges (the second). The ranges share the
+/// answer's [`MAX_SYNC_ITEMS`] and [`MAX_SYNC_RANGES`], so that an answer resolves as much
+/// as fits in one round trip: a table of up to 4,096 records that differs is answered with
+/// its items at once.
+fn shares(differing: usize) -> (usize, usize) {
+    let differing = differing.max(1);
+    (
+        (MAX_SYNC_ITEMS / differing).max(ITEM_THRESHOLD),
+        (MAX_SYNC_RANGES / differing).clamp(2, SPLIT),
+    )
+}
+
+/// Describes `records` (all of `[lower, upper)`): their items if at most `items`, else
+/// `split` sub-ranges with fingerprints.
+fn describe(
+    records: &[SyncEntry],
+    lower: &[u8],
+    upper: &[u8],
+    (items, split): (usize, usize),
+    out: &mut Vec<SyncRange>,
+) {
+    if records.len() <= items {
         out.push(SyncRange {
             lower: lower.to_vec(),
             upper: upper.to_vec(),
-            summary: RangeSummary::Items(records.to_vec()),
+            summary: RangeSummary::Items(records.iter().map(|r| r.item.clone()).collect()),
         });
         return;
     }
-    let chunk = records.len().div_ceil(SPLIT);
-    let chunks: Vec<&[SyncItem]> = records.chunks(chunk).collect();
+    let chunk = records.len().div_ceil(split.max(1));
+    let chunks: Vec<&[SyncEntry]> = records.chunks(chunk).collect();
     for (i, part) in chunks.iter().enumerate() {
         let sub_lower = if i == 0 {
             lower.to_vec()
         } else {
-            part[0].key.clone()
+            part[0].item.key.clone()
         };
         let sub_upper = match chunks.get(i + 1) {
-            Some(next) => next[0].key.clone(),
+            Some(next) => next[0].item.key.clone(),
             None => upper.to_vec(),
         };
         out.push(SyncRange {
@@ -106,18 +133,26 @@ fn describe(records: &[SyncItem], lower: &[u8], upper: &[u8], out: &mut Vec<Sync
 pub(crate) fn respond(store: &dyn Store, request: SyncRequest) -> Result<SyncResponse, StoreError> {
     match request {
         SyncRequest::Reconcile { table, ranges } => {
-            let mut out = Vec::new();
+            let mut differing = Vec::new();
             for range in ranges {
                 let mine = store.items(table, &range.lower, &range.upper, MAX_SCAN)?;
                 let same = match &range.summary {
                     RangeSummary::Fingerprint { hash, count } => {
                         fingerprint(&mine) == (*hash, *count)
                     }
-                    RangeSummary::Items(theirs) => *theirs == mine,
+                    RangeSummary::Items(theirs) => {
+                        theirs.len() == mine.len()
+                            && theirs.iter().zip(&mine).all(|(t, m)| *t == m.item)
+                    }
                 };
                 if !same {
-                    describe(&mine, &range.lower, &range.upper, &mut out);
+                    differing.push((range, mine));
                 }
+            }
+            let share = shares(differing.len());
+            let mut out = Vec::new();
+            for (range, mine) in &differing {
+                describe(mine, &range.lower, &range.upper, share, &mut out);
             }
             // Stay within the message limits; the rest is reconciled next round.
             let mut items = 0;
@@ -166,8 +201,12 @@ pub(crate) fn plan(
         match &range.summary {
             RangeSummary::Items(theirs) => {
                 for item in theirs {
-                    let newer = match mine.binary_search_by(|m| m.key.as_slice().cmp(&item.key)) {
-                        Ok(i) => (item.version, item.hash) > (mine[i].version, mine[i].hash),
+                    let newer = match mine
+                        .binary_search_by(|m| m.item.key.as_slice().cmp(&item.key))
+                    {
+                        Ok(i) => {
+                            (item.version, item.hash) > (mine[i].item.version, mine[i].item.hash)
+                        }
                         Err(_) => true,
                     };
                     if newer {
@@ -244,8 +283,16 @@ mod tests {
             else {
                 panic!("reconcile answers reconcile");
             };
+            let items: usize = ranges
+                .iter()
+                .map(|r| match &r.summary {
+                    RangeSummary::Items(i) => i.len(),
+                    RangeSummary::Fingerprint { .. } => 0,
+                })
+                .sum();
+            assert!(ranges.len() <= MAX_SYNC_RANGES && items <= MAX_SYNC_ITEMS);
             let (next, fetch) = plan(a, table, &ranges).expect("plan");
-            for chunk in fetch.chunks(MAX_SYNC_FETCH_KEYS) {
+            for chunk in fetch.chunks(MAX_SYNC_RECORDS) {
                 let SyncResponse::Records(envelopes) = respond(
                     b,
                     SyncRequest::Fetch {
@@ -306,6 +353,37 @@ mod tests {
     }
 
     #[test]
+    fn answers_share_their_room_and_stay_within_the_limits() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = RedbStore::open(&dir.path().join("a.redb")).expect("a");
+        let b = RedbStore::open(&dir.path().join("b.redb")).expect("b");
+        // A table small enough to answer with its items: one round trip.
+        for i in 0..1100 {
+            b.put_replica(SyncTable::Registry, &rec(&format!("did:{i:05}"), 1))
+                .expect("put");
+            if i % 11 != 0 {
+                a.put_replica(SyncTable::Registry, &rec(&format!("did:{i:05}"), 1))
+                    .expect("put");
+            }
+        }
+        let (rounds, fetched) = reconcile(&a, &b);
+        assert_eq!((rounds, fetched.len()), (1, 100));
+        // A large one, differing throughout: every answer fits, and it settles.
+        let c = RedbStore::open(&dir.path().join("c.redb")).expect("c");
+        let d = RedbStore::open(&dir.path().join("d.redb")).expect("d");
+        for i in 0..20_000 {
+            let r = rec(&format!("did:{i:06}"), 1);
+            d.put_replica(SyncTable::Registry, &r).expect("put");
+            if i % 97 != 0 {
+                c.put_replica(SyncTable::Registry, &r).expect("put");
+            }
+        }
+        let (rounds, fetched) = reconcile(&c, &d);
+        assert_eq!(fetched.len(), 20_000usize.div_ceil(97));
+        assert!(rounds <= 12, "{rounds} rounds");
+    }
+
+    #[test]
     fn an_empty_joiner_pulls_everything() {
         let dir = tempfile::tempdir().expect("tempdir");
         let a = RedbStore::open(&dir.path().join("a.redb")).expect("a");
@@ -354,10 +432,10 @@ mod tests {
         assert_eq!(queue.len(), 1);
         assert_eq!(take_disjoint(&mut queue)[0].lower, b"b".to_vec());
         // Never more than a request may carry.
-        let mut many: std::collections::VecDeque<SyncRange> = (0..40u8)
-            .map(|i| range(&format!("k{i:02}"), &format!("k{i:02}~")))
+        let mut many: std::collections::VecDeque<SyncRange> = (0..100u8)
+            .map(|i| range(&format!("k{i:03}"), &format!("k{i:03}~")))
             .collect();
         assert_eq!(take_disjoint(&mut many).len(), REQUEST_RANGES);
-        assert_eq!(many.len(), 40 - REQUEST_RANGES);
+        assert_eq!(many.len(), 100 - REQUEST_RANGES);
     }
 }

@@ -2,7 +2,7 @@
 //! restart, and clear errors for a locked, damaged or oversized input.
 
 use agentnet_node::store::{
-    MAX_ENVELOPE_LEN, PutOutcome, RedbStore, Store, StoreError, StoredRecord,
+    MAX_ENVELOPE_LEN, PutOutcome, RedbStore, Store, StoreError, StoredRecord, SyncEntry,
 };
 use agentnet_protocol::SyncTable;
 use zeroize::Zeroizing;
@@ -81,6 +81,79 @@ fn ranges_come_back_in_key_order() {
     assert_eq!(keys(b"c", b"", 10).len(), 3);
     assert_eq!(keys(b"", b"", 2), vec![b"a".to_vec(), b"b".to_vec()]);
     assert_eq!(store.count(SyncTable::Attestations).expect("count"), 5);
+}
+
+/// What sync would read of `table`, computed from the records in the file.
+fn items_from_file(store: &RedbStore, table: SyncTable) -> Vec<SyncEntry> {
+    store
+        .records(table, &[], &[], usize::MAX)
+        .expect("records")
+        .into_iter()
+        .map(|r| {
+            SyncEntry::new(agentnet_protocol::SyncItem {
+                key: r.key,
+                version: r.version,
+                hash: r.hash,
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn sync_items_in_memory_follow_every_write_and_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("node.redb");
+    let t = SyncTable::Registry;
+    {
+        let store = RedbStore::open(&path).expect("open");
+        for i in 0..50u8 {
+            store
+                .put_replica(t, &record(&format!("k{i:02}"), 1, i))
+                .expect("put");
+        }
+        // Replaced, stale, removed, and another table untouched.
+        store.put_record(t, &record("k07", 2, 9)).expect("newer");
+        assert_eq!(
+            store.put_record(t, &record("k08", 0, 0)).expect("older"),
+            PutOutcome::Stale
+        );
+        assert!(store.remove_record(t, b"k09").expect("remove"));
+        store
+            .put_record(SyncTable::Pauses, &record("p", 1, 1))
+            .expect("pause");
+        let all = store.items(t, &[], &[], usize::MAX).expect("items");
+        assert_eq!(all, items_from_file(&store, t));
+        assert_eq!(all.len(), 49);
+        let k07 = all.iter().find(|e| e.item.key == b"k07").expect("k07");
+        assert_eq!((k07.item.version, k07.item.hash), (2, [9; 16]));
+        // Ranges, limits, and a range whose bounds are reversed (a peer's mistake).
+        let some = store.items(t, b"k10", b"k20", 5).expect("range");
+        assert_eq!(some.len(), 5);
+        assert_eq!(some[0].item.key, b"k10".to_vec());
+        assert!(
+            store
+                .items(t, b"k20", b"k10", 5)
+                .expect("reversed")
+                .is_empty()
+        );
+        assert_eq!(
+            store
+                .items(SyncTable::Pauses, &[], &[], 10)
+                .expect("p")
+                .len(),
+            1
+        );
+        store.flush().expect("flush");
+    }
+    let store = RedbStore::open(&path).expect("reopen");
+    assert_eq!(
+        store.items(t, &[], &[], usize::MAX).expect("items"),
+        items_from_file(&store, t)
+    );
+    assert_eq!(
+        store.items(t, &[], &[], usize::MAX).expect("items").len(),
+        49
+    );
 }
 
 #[test]

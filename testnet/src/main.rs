@@ -508,6 +508,10 @@ async fn measure(
                             format!("{:.1}", p.heal_traffic.repaired_per_node),
                         ),
                         (
+                            "sync requests sent per node while healing".into(),
+                            format!("{:.1}", p.heal_traffic.sync_requests_per_node),
+                        ),
+                        (
                             "gossip messages per node while healing".into(),
                             format!("{:.1}", p.heal_traffic.messages_per_node),
                         ),

@@ -481,6 +481,8 @@ pub fn parse_metrics(text: &str) -> MetricsSnapshot {
             Some("gossip_dropped_total") => &mut m.gossip_dropped,
             Some("synced_records_total") => &mut m.synced_records,
             Some("gossip_repaired_total") => &mut m.gossip_repaired,
+            Some("sync_requests_total") => &mut m.sync_requests,
+            Some("sync_answered_total") => &mut m.sync_answered,
             Some("intents_sent_total") => &mut m.intents_sent,
             Some("intents_received_total") => &mut m.intents_received,
             Some("intents_rejected_total") => &mut m.intents_rejected,

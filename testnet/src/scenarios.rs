@@ -72,6 +72,8 @@ pub struct Traffic {
     /// Records learnt by sync that the node gossiped again (`specs/sync.md#repair`), per
     /// node.
     pub repaired_per_node: f64,
+    /// Sync requests sent (openings, ranges and fetches), per node.
+    pub sync_requests_per_node: f64,
 }
 
 /// Sums of the counters [`Traffic`] is made of.
@@ -82,6 +84,7 @@ struct Counters {
     stale: u64,
     synced: u64,
     repaired: u64,
+    sync_requests: u64,
     nodes: usize,
 }
 
@@ -96,6 +99,7 @@ async fn counters(net: &Testnet) -> Result<Counters, TestnetError> {
         c.stale += m.gossip_ignored;
         c.synced += m.synced_records;
         c.repaired += m.gossip_repaired;
+        c.sync_requests += m.sync_requests;
         c.nodes += 1;
     }
     Ok(c)
@@ -109,6 +113,8 @@ fn traffic(before: Counters, after: Counters, per: usize) -> Traffic {
         duplicates_per_node: after.stale.saturating_sub(before.stale) as f64 / div,
         synced_per_node: after.synced.saturating_sub(before.synced) as f64 / div,
         repaired_per_node: after.repaired.saturating_sub(before.repaired) as f64 / div,
+        sync_requests_per_node: after.sync_requests.saturating_sub(before.sync_requests) as f64
+            / div,
     }
 }
 
