@@ -407,6 +407,10 @@ async fn measure(
             let mut table = vec![
                 ("agents loaded first".into(), p.agents.to_string()),
                 ("load until all nodes held them".into(), ms(p.load_ms)),
+                (
+                    "then until every node re-embedded its vectors".into(),
+                    ms(p.settle_ms),
+                ),
                 ("cards timed".into(), p.samples.to_string()),
             ];
             table.extend(stats_rows("to every node", &p.to_all_nodes));
@@ -430,7 +434,8 @@ async fn measure(
                 section: Section {
                     heading: format!("Propagation ({nodes} nodes)"),
                     text: format!(
-                        "{} agents from the catalog were spread over the nodes first. Then {} \
+                        "{} agents from the catalog were spread over the nodes first, and every \
+                         node re-embedded its vectors under its new corpus statistics. Then {} \
                          cards ({} more as warm-up) were registered one at a time on seeded \
                          random nodes, each timed from the registering call (including the \
                          origin's durable commit) until every node held it. Messages are \
@@ -486,8 +491,9 @@ async fn measure(
                     text: format!(
                         "The nodes were split {}/{} by blocking every connection between the \
                          sides; {} cards were registered on each side; the split {} (each \
-                         side held its own cards and none of the other's). Then the blocks \
-                         were lifted and the harness's edges redialled.",
+                         side held its own cards and none of the other's). Once every node had \
+                         re-embedded its vectors, the blocks were lifted and the harness's \
+                         edges redialled.",
                         p.sides[0],
                         p.sides[1],
                         p.cards_per_side,
@@ -497,6 +503,10 @@ async fn measure(
                         (
                             "capabilities every node must hold".into(),
                             p.capabilities.to_string(),
+                        ),
+                        (
+                            "from the split holding until every node re-embedded".into(),
+                            ms(p.settle_ms),
                         ),
                         ("heal to full agreement".into(), ms(p.heal_ms)),
                         (

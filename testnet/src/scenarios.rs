@@ -127,6 +127,9 @@ pub struct Propagation {
     pub load_ms: f64,
     /// Gossip traffic per node per agent while loading them.
     pub load_traffic_per_agent: Traffic,
+    /// From then until every node had re-embedded its vectors ([`settle`]), before
+    /// anything was timed.
+    pub settle_ms: f64,
     /// Cards registered and timed but left out of the figures (warm-up).
     pub warmup: usize,
     /// From the call that registers an agent on a random node (including that node's
@@ -242,6 +245,7 @@ pub async fn propagation(
     }
     let load_ms = started.elapsed().as_secs_f64() * 1e3;
     let load_traffic = traffic(before_load, counters(net).await?, agents);
+    let settle_ms = settle(net).await?.as_secs_f64() * 1e3;
     let mut to_all = Vec::with_capacity(cards);
     let mut to_register = Vec::with_capacity(cards);
     let mut to_each = Vec::with_capacity(cards * net.len());
@@ -266,6 +270,7 @@ pub async fn propagation(
         agents,
         load_ms,
         load_traffic_per_agent: load_traffic,
+        settle_ms,
         warmup,
         to_all_nodes: stats(&to_all),
         to_each_node: stats(&to_each),
@@ -434,6 +439,20 @@ async fn converge(
     }
 }
 
+/// Waits until every running node has re-embedded its stored vectors under its current
+/// corpus statistics (no stale capabilities): the background work a burst of cards leaves
+/// has finished, and the network is settled for a timed event. In one process, a hundred
+/// nodes' refreshes after 1,000 agents take one core for tens of seconds, and an event
+/// timed meanwhile measures that backlog.
+pub async fn settle(net: &Testnet) -> Result<Duration, TestnetError> {
+    net.wait_all(
+        Duration::from_secs(300),
+        "every node to re-embed its vectors",
+        async |h: &Member| h.stale_capabilities().await.is_ok_and(|s| s == 0),
+    )
+    .await
+}
+
 /// A partition and its healing.
 #[derive(Clone, Debug, Serialize)]
 pub struct Partition {
@@ -445,6 +464,9 @@ pub struct Partition {
     pub capabilities: usize,
     /// Whether each side held all its own cards and none of the other's while split.
     pub split_held: bool,
+    /// From then until every node had re-embedded its vectors ([`settle`]), before the
+    /// heal.
+    pub settle_ms: f64,
     /// From lifting the blocks until every node holds every capability.
     pub heal_ms: f64,
     /// The held share over time (seconds since the split).
@@ -531,6 +553,7 @@ pub async fn partition(
             held_share(net, base + 2 * cards_per_side).await,
         ));
     }
+    let settle_ms = settle(net).await?.as_secs_f64() * 1e3;
     let healed_at_s = t0.elapsed().as_secs_f64();
     let before_heal = counters(net).await?;
     let heal_started = Instant::now();
@@ -544,6 +567,7 @@ pub async fn partition(
         cards_per_side,
         capabilities: expected,
         split_held,
+        settle_ms,
         heal_ms,
         curve,
         healed_at_s,
