@@ -210,13 +210,24 @@ const AGENT_KEYS: TableDefinition<'static, &'static str, &'static [u8]> =
     TableDefinition::new("agent_keys_v1");
 const META: TableDefinition<'static, &'static str, &'static [u8]> = TableDefinition::new("meta_v1");
 
+/// The synced tables, in the order of [`RECORD_TABLES`] and [`SyncItems::tables`].
+const SYNCED: [SyncTable; 3] = [
+    SyncTable::Registry,
+    SyncTable::Attestations,
+    SyncTable::Pauses,
+];
+const RECORD_TABLES: [RecordTable; 3] = [REGISTRY, ATTESTATIONS, PAUSES];
+
+/// Where `table` stands in [`SYNCED`].
+fn synced_index(table: SyncTable) -> Result<usize, StoreError> {
+    SYNCED
+        .iter()
+        .position(|t| *t == table)
+        .ok_or_else(|| StoreError::UnknownTable(format!("{table:?}")))
+}
+
 fn record_table(table: SyncTable) -> Result<RecordTable, StoreError> {
-    match table {
-        SyncTable::Registry => Ok(REGISTRY),
-        SyncTable::Attestations => Ok(ATTESTATIONS),
-        SyncTable::Pauses => Ok(PAUSES),
-        other => Err(StoreError::UnknownTable(format!("{other:?}"))),
-    }
+    Ok(RECORD_TABLES[synced_index(table)?])
 }
 
 /// The version, hash and fingerprint term of a stored record ([`SyncItems`]).
@@ -225,6 +236,16 @@ struct Summary {
     version: u64,
     hash: [u8; SYNC_HASH_LEN],
     term: u128,
+}
+
+impl Summary {
+    fn new(key: &[u8], version: u64, hash: [u8; SYNC_HASH_LEN]) -> Self {
+        Summary {
+            version,
+            hash,
+            term: crate::sync::term(key, version, &hash),
+        }
+    }
 }
 
 /// What sync reads of each synced table, kept in memory beside the file: sync reads whole
@@ -241,13 +262,7 @@ impl SyncItems {
         &self,
         table: SyncTable,
     ) -> Result<&std::sync::RwLock<std::collections::BTreeMap<Vec<u8>, Summary>>, StoreError> {
-        let i = match table {
-            SyncTable::Registry => 0,
-            SyncTable::Attestations => 1,
-            SyncTable::Pauses => 2,
-            other => return Err(StoreError::UnknownTable(format!("{other:?}"))),
-        };
-        Ok(&self.tables[i])
+        Ok(&self.tables[synced_index(table)?])
     }
 }
 
@@ -284,26 +299,16 @@ impl RedbStore {
             writer: std::sync::Mutex::new(()),
         };
         let txn = store.db.begin_write().map_err(|e| store.err(e))?;
-        for table in [REGISTRY, ATTESTATIONS, PAUSES] {
+        for table in RECORD_TABLES {
             txn.open_table(table).map_err(|e| store.err(e))?;
         }
         txn.open_table(RECEIPTS).map_err(|e| store.err(e))?;
         txn.open_table(AGENT_KEYS).map_err(|e| store.err(e))?;
         txn.open_table(META).map_err(|e| store.err(e))?;
         txn.commit().map_err(|e| store.err(e))?;
-        for table in [
-            SyncTable::Registry,
-            SyncTable::Attestations,
-            SyncTable::Pauses,
-        ] {
+        for table in SYNCED {
             let loaded = store.scan(table, &[], &[], usize::MAX, |key, value| {
-                let hash = hash_of(value.1);
-                let summary = Summary {
-                    version: value.0,
-                    hash,
-                    term: crate::sync::term(key, value.0, &hash),
-                };
-                (key.to_vec(), summary)
+                (key.to_vec(), Summary::new(key, value.0, hash_of(value.1)))
             })?;
             *write_lock(store.items.table(table)?) = loaded.into_iter().collect();
         }
@@ -390,11 +395,7 @@ impl RedbStore {
             Ok(outcome)
         })?;
         if outcome != PutOutcome::Stale {
-            let summary = Summary {
-                version: record.version,
-                hash: record.hash,
-                term: crate::sync::term(&record.key, record.version, &record.hash),
-            };
+            let summary = Summary::new(&record.key, record.version, record.hash);
             write_lock(items).insert(record.key.clone(), summary);
         }
         Ok(outcome)
